@@ -1,0 +1,3 @@
+"""ocrstream: DeepSeek-OCR style optical-compression OCR, embedded or streamed over Kafka."""
+
+__version__ = "0.1.0"
