@@ -1,0 +1,5 @@
+import sys
+
+from ocrstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""The `ocrstream` command line.
+
+Each command group lives in its own module that exposes `register(subparsers)`; this file only
+collects them, so groups owned by different parts of the code base never edit the same file.
+Modules are imported lazily by name so a role without torch (ingest, rasterizer) can still run
+its own commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# module name -> one-line reason it exists; each must define register(subparsers).
+COMMAND_MODULES = (
+    "ocrstream.cli.model_cmds",  # checkpoint verify, ocr
+    "ocrstream.cli.pipeline_cmds",  # submit, status, results, redecode, serve, pipeline
+    "ocrstream.cli.train_cmds",  # data, tokenizer, train, eval
+    "ocrstream.cli.cluster_cmds",  # cluster status
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocrstream", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # A command group whose optional dependencies are not installed in this image.
+            if exc.name and exc.name.startswith("ocrstream.cli"):
+                continue
+            logging.getLogger(__name__).debug("command group %s unavailable: %s", name, exc)
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
