@@ -1,0 +1,1 @@
+"""The assembler service: ``handler.py`` (pure step) and ``main.py`` (wiring)."""

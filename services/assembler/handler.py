@@ -1,0 +1,103 @@
+"""Assembler step: PageDecoded -> per-page JSON; when every page of a job is in, the document
+(markdown joined by pages + JSON) and a DocumentCompleted event.
+
+Idempotent under redelivery: a page result is one object keyed by (job, page), rewritten by a
+duplicate; completion is decided from the set of page objects, not from counting messages; a job
+already terminal does not emit a second completion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ocrstream.services import layout
+from ocrstream.services.runtime import SimpleHandler
+
+from ocrstream.messages import DocumentCompleted, Message, PageDecoded
+from ocrstream.store.base import Store, get_json, put_json
+from ocrstream.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+def page_marker(page: int) -> str:
+    return f"<!-- page {page} -->"
+
+
+def join_markdown(pages: list[dict]) -> str:
+    return "\n\n".join(f"{page_marker(p['page'])}\n\n{p['text'].strip()}" for p in pages) + "\n"
+
+
+class AssemblerHandler(SimpleHandler):
+    stage = "assemble"
+    input_type = PageDecoded
+
+    def __init__(self, store: Store, telemetry: Telemetry, degraded_rate: float = 0.1) -> None:
+        self.store = store
+        self.telemetry = telemetry
+        self.degraded_rate = degraded_rate
+        self.jobs = layout.Jobs(store)
+
+    def handle(self, msg: PageDecoded) -> list[Message]:  # type: ignore[override]
+        page = {
+            "page": msg.page,
+            "text": msg.text,
+            "boxes": msg.boxes,
+            "mode": msg.mode,
+            "prompt": msg.prompt,
+            "method": msg.method,
+            "failed": msg.failed,
+            "attempts": msg.attempts,
+            "tokens": {"vision": msg.n_vision_tokens, "text": msg.n_text_tokens},
+            "timings_ms": {"encode": round(msg.encode_ms, 3), "decode": round(msg.decode_ms, 3)},
+            "cache_hit": msg.cache_hit,
+        }
+        put_json(self.store, layout.page_result_key(msg.job_id, msg.page), page)
+        keys = self.store.list(layout.page_result_prefix(msg.job_id))
+        if len(keys) < msg.n_pages:
+            return []
+        if not self.jobs.exists(msg.job_id):  # pages injected without ingest (re-decode tools, tests)
+            self.jobs.create(msg.job_id, doc_id=msg.doc_id, mode=msg.mode, prompt=msg.prompt)
+        status = self.jobs.get(msg.job_id)
+        if status["status"] in layout.TERMINAL and self.store.exists(layout.result_key(msg.job_id)):
+            return []  # a redelivered page of a finished job
+        pages = [get_json(self.store, k) for k in keys]
+        pages.sort(key=lambda p: p["page"])
+        numbers = [p["page"] for p in pages]
+        if numbers != list(range(1, msg.n_pages + 1)):
+            log.error("job %s has page results %s for %d pages", msg.job_id, numbers, msg.n_pages)
+            return []
+        failed = [p["page"] for p in pages if p["failed"]]
+        state = "degraded" if len(failed) / msg.n_pages > self.degraded_rate else "completed"
+        md_key, res_key = layout.markdown_key(msg.job_id), layout.result_key(msg.job_id)
+        self.store.put(md_key, join_markdown(pages).encode(), "text/markdown; charset=utf-8")
+        result = {
+            "job_id": msg.job_id,
+            "doc_id": msg.doc_id,
+            "status": state,
+            "n_pages": msg.n_pages,
+            "failed_pages": failed,
+            "pages": pages,
+        }
+        self.store.put(res_key, json.dumps(result, ensure_ascii=False, indent=1).encode(), "application/json")
+        self.jobs.advance(
+            msg.job_id,
+            state,
+            failed_pages=failed,
+            markdown_key=md_key,
+            result_key=res_key,
+            n_pages=msg.n_pages,
+        )
+        log.info("assembled %s: %d pages, %d failed -> %s", msg.job_id, msg.n_pages, len(failed), state)
+        return [
+            DocumentCompleted(
+                job_id=msg.job_id,
+                doc_id=msg.doc_id,
+                n_pages=msg.n_pages,
+                status=state,
+                failed_pages=failed,
+                markdown_key=md_key,
+                result_key=res_key,
+            )
+        ]

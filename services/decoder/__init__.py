@@ -1,0 +1,1 @@
+"""The decoder service: ``handler.py`` (pure step) and ``main.py`` (wiring)."""

@@ -1,0 +1,181 @@
+"""Decoder step: micro-batches of PageEncoded -> PageDecoded, through the output guard.
+
+Tokens come from the token tiers (Redis, then the store), never from the encoder, except on the
+ladder's mode rung (re-encode in another mode, itself cached) or when both tiers lost them. Each
+page records its attempts and the final method: ``model``, ``text_layer`` (fallback, flagged) or
+``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ocrstream.services.decoder.guard import GuardConfig, Rung, check, parse_boxes
+from ocrstream.services.encoder.handler import TokenTiers, encode_pages
+from ocrstream.services.runtime import Outcome
+
+from ocrstream.backends.base import Decoded, DecoderBackend, EncoderBackend
+from ocrstream.cache.base import unpack_tokens
+from ocrstream.errors import NotFound, OcrStreamError, PermanentError, TransientError
+from ocrstream.messages import Message, PageDecoded, PageEncoded
+from ocrstream.store.base import Store
+from ocrstream.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Page:
+    msg: PageEncoded
+    tokens: bytes | None = None  # backend bytes of the page's own mode
+    attempts: list[dict] = field(default_factory=list)
+    best: Decoded | None = None
+    done: bool = False
+    error: Exception | None = None
+    decode_ms: float = 0.0
+
+
+class DecoderHandler:
+    stage = "decode"
+    input_type = PageEncoded
+
+    def __init__(
+        self,
+        backend: DecoderBackend,
+        tiers: TokenTiers,
+        store: Store,
+        telemetry: Telemetry,
+        ladder: tuple[Rung, ...],
+        guard: GuardConfig,
+        ngram: tuple[int, int] | None = (20, 90),
+        encoder: EncoderBackend | None = None,
+    ) -> None:
+        self.backend = backend
+        self.tiers = tiers
+        self.store = store
+        self.telemetry = telemetry
+        self.ladder = ladder
+        self.guard = guard
+        self.ngram = ngram
+        self.encoder = encoder  # for the mode rung and lost tokens; None = skip those
+
+    def handle_batch(self, msgs: list[Message]) -> list[Outcome]:
+        pages = [_Page(m) for m in msgs]  # type: ignore[arg-type]
+        for p in pages:
+            try:
+                p.tokens = self._tokens(p.msg)
+            except OcrStreamError as exc:
+                p.error = exc
+        try:
+            for i, rung in enumerate(self.ladder):
+                todo = [p for p in pages if not p.done and p.error is None]
+                if not todo:
+                    break
+                if rung.mode is not None and self.encoder is None:
+                    log.info("ladder rung %d (mode %s) skipped: no encoder in this decoder", i, rung.mode)
+                    continue
+                self._run_rung(i, rung, todo)
+        except TransientError as exc:
+            return [exc] * len(pages)
+        return [p.error if isinstance(p.error, TransientError) else self._finish(p) for p in pages]
+
+    def on_permanent(self, msg: Message, err: Exception) -> list[Message]:
+        return []
+
+    # ---- steps ------------------------------------------------------------------------------
+    def _tokens(self, m: PageEncoded, mode: str | None = None) -> bytes:
+        key = m.tokens_key
+        if mode is None or mode == m.mode:
+            blob = self.tiers.get(key)
+            if blob is not None:
+                return unpack_tokens(blob)[1]
+            if self.encoder is None:
+                raise NotFound(f"vision tokens {key} are in neither the cache nor the store")
+            log.warning("tokens %s lost from both tiers; re-encoding page %s/%d", key, m.doc_id, m.page)
+            mode = m.mode
+        (res,) = encode_pages(self.encoder, self.tiers, self.store, self.telemetry, [(m.image_key, mode)])
+        if isinstance(res, Exception):
+            raise res
+        blob = self.tiers.get(res[0])
+        if blob is None:
+            raise NotFound(f"vision tokens {res[0]} vanished right after encoding")
+        return unpack_tokens(blob)[1]
+
+    def _run_rung(self, i: int, rung: Rung, todo: list[_Page]) -> None:
+        by_prompt: dict[str, list[tuple[_Page, bytes]]] = {}
+        for p in todo:
+            try:
+                tokens = p.tokens if rung.mode is None else self._tokens(p.msg, rung.mode)
+            except TransientError:
+                raise
+            except OcrStreamError as exc:
+                p.attempts.append({**rung.describe(), "outcome": "error", "detail": str(exc)})
+                continue
+            assert tokens is not None
+            by_prompt.setdefault(p.msg.prompt, []).append((p, tokens))
+        for prompt, group in by_prompt.items():
+            t0 = time.perf_counter()
+            with self.telemetry.span("decode batch", rung=i, temperature=rung.temperature, pages=len(group)):
+                results = self.backend.decode(
+                    [t for _, t in group],
+                    prompt=prompt,
+                    max_new_tokens=self.guard.max_new_tokens,
+                    temperature=rung.temperature,
+                    ngram=self.ngram,
+                )
+            ms = (time.perf_counter() - t0) * 1000 / len(group)
+            for (p, _), res in zip(group, results, strict=True):
+                outcome, detail = check(res, self.guard)
+                p.decode_ms += ms
+                p.attempts.append(
+                    {**rung.describe(), "outcome": outcome, "detail": detail, "n_tokens": res.n_tokens}
+                )
+                if p.best is None:
+                    p.best = res
+                if outcome == "ok":
+                    p.best, p.done = res, True
+
+    def _finish(self, p: _Page) -> list[Message]:
+        m = p.msg
+        if p.done and p.best is not None:
+            method, text, failed = "model", p.best.text, False
+        else:
+            text_layer = self._text_layer(m)
+            if text_layer:
+                method, text, failed = "text_layer", text_layer, True
+            else:
+                method, failed = "failed", True
+                text = p.best.text if p.best is not None else ""
+            if p.error is not None:
+                p.attempts.append({"outcome": "error", "detail": f"{type(p.error).__name__}: {p.error}"})
+        self.telemetry.decoded.labels(method).inc()
+        return [
+            PageDecoded(
+                job_id=m.job_id,
+                doc_id=m.doc_id,
+                page=m.page,
+                n_pages=m.n_pages,
+                mode=m.mode,
+                prompt=m.prompt,
+                text=text,
+                method=method,
+                failed=failed,
+                attempts=p.attempts,
+                boxes=parse_boxes(text) if method == "model" else [],
+                n_vision_tokens=m.n_vision_tokens,
+                n_text_tokens=p.best.n_tokens if p.best is not None and method == "model" else 0,
+                cache_hit=m.cache_hit,
+                encode_ms=m.encode_ms,
+                decode_ms=p.decode_ms,
+            )
+        ]
+
+    def _text_layer(self, m: PageEncoded) -> str:
+        if not m.text_layer_key:
+            return ""
+        try:
+            return self.store.get(m.text_layer_key).decode("utf-8", "replace").strip()
+        except PermanentError:
+            return ""

@@ -1,0 +1,1 @@
+"""The encoder service: ``handler.py`` (pure step) and ``main.py`` (wiring)."""

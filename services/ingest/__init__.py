@@ -1,0 +1,1 @@
+"""The ingest service: ``handler.py`` (pure step) and ``main.py`` (wiring)."""

@@ -1,0 +1,203 @@
+"""Ingest step: documents in (upload, bucket, folder, reference topic) -> DocumentSubmitted.
+
+The document id is the content hash, the job id is (document, mode, prompt): submitting the same
+bytes again with the same mode and prompt returns the existing job (duplicate detected by
+content hash). Re-decode publishes PageEncoded records straight from the per-page token records
+the encoder left, so a new prompt costs zero encoder calls.
+
+Ingest opens the document's trace: its span context travels in the submitted record's headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ocrstream.services import layout
+from ocrstream.services.runtime import SimpleHandler
+from opentelemetry import trace
+
+from ocrstream.errors import EmptyDocument, InvalidMessage, NotFound, OversizedDocument
+from ocrstream.messages import DocumentRef, DocumentSubmitted, Message, PageEncoded
+from ocrstream.store.base import Store, get_json, put_json
+from ocrstream.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# publish(messages, span): the caller's producer + trace-context injection (Worker._publish).
+Publish = Callable[[list[Message], "trace.Span | None"], None]
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    doc_id: str
+    duplicate: bool
+    status: dict[str, Any]
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: Store,
+        publish: Publish,
+        telemetry: Telemetry,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        default_mode: str = "base",
+        default_prompt: str = "markdown",
+        flush: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.publish = publish
+        self.flush = flush
+        self.telemetry = telemetry
+        self.jobs = layout.Jobs(store)
+        self.max_bytes = max_bytes
+        self.default_mode = default_mode
+        self.default_prompt = default_prompt
+
+    def submit(self, data: bytes, filename: str, mode: str = "", prompt: str = "") -> Submission:
+        mode = mode or self.default_mode
+        prompt = prompt or self.default_prompt
+        if not data:
+            raise EmptyDocument(f"{filename}: 0 bytes")
+        if len(data) > self.max_bytes:
+            raise OversizedDocument(f"{filename}: {len(data)} bytes, limit {self.max_bytes}")
+        doc_id = layout.doc_id_for(data)
+        job_id = layout.job_id_for(doc_id, mode, prompt)
+        if self.jobs.exists(job_id) and self.jobs.get(job_id).get("published"):
+            status = self.jobs.get(job_id)
+            log.info(
+                "duplicate submission of %s (%s): job %s is %s", filename, doc_id, job_id, status["status"]
+            )
+            return Submission(job_id, doc_id, True, status)
+        if not self.store.exists(layout.source_key(doc_id)):
+            self.store.put(layout.source_key(doc_id), data)
+            put_json(
+                self.store,
+                layout.meta_key(doc_id),
+                {"doc_id": doc_id, "filename": filename, "sha256": layout.sha256(data), "size": len(data)},
+            )
+        status = self.jobs.create(job_id, doc_id=doc_id, filename=filename, mode=mode, prompt=prompt)
+        msg = DocumentSubmitted(
+            job_id=job_id,
+            doc_id=doc_id,
+            source_key=layout.source_key(doc_id),
+            filename=filename,
+            mode=mode,
+            prompt=prompt,
+            size_bytes=len(data),
+        )
+        with self.telemetry.span("document", doc_id=doc_id, job_id=job_id, filename=filename) as span:
+            self.publish([msg], span)
+        self.flush()
+        # Marked only after the record is out: a crash in between re-publishes on the next submit.
+        status = self.jobs.advance(job_id, "submitted", published=True) or status
+        self.telemetry.pages.labels("ingest").inc()
+        return Submission(job_id, doc_id, False, status)
+
+    def redecode(self, job_or_doc: str, prompt: str, mode: str = "") -> Submission:
+        """A new prompt for an already encoded document: PageEncoded from the stored token records."""
+        doc_id, mode = self._resolve(job_or_doc, mode)
+        job_id = layout.job_id_for(doc_id, mode, prompt)
+        if self.jobs.exists(job_id) and self.jobs.get(job_id)["status"] != "failed":
+            return Submission(job_id, doc_id, True, self.jobs.get(job_id))
+        keys = self.store.list(layout.encoded_prefix(doc_id, mode))
+        if not keys:
+            raise NotFound(f"document {doc_id} has no encoded pages in mode {mode!r}; submit it first")
+        records = [get_json(self.store, k) for k in keys]
+        n = records[0]["n_pages"]
+        if len(records) != n:
+            raise NotFound(
+                f"document {doc_id} has {len(records)} of {n} pages encoded in mode {mode!r}; retry later"
+            )
+        meta = (
+            get_json(self.store, layout.meta_key(doc_id))
+            if self.store.exists(layout.meta_key(doc_id))
+            else {}
+        )
+        status = self.jobs.create(
+            job_id,
+            doc_id=doc_id,
+            filename=meta.get("filename", ""),
+            mode=mode,
+            prompt=prompt,
+            n_pages=n,
+            redecode_of=job_or_doc,
+            published=True,
+        )
+        self.jobs.advance(job_id, "rasterized", n_pages=n)
+        msgs: list[Message] = [
+            PageEncoded(
+                job_id=job_id,
+                doc_id=doc_id,
+                page=r["page"],
+                n_pages=n,
+                tokens_key=r["tokens_key"],
+                image_key=r["image_key"],
+                image_hash=r["image_hash"],
+                mode=mode,
+                prompt=prompt,
+                weights_id=r["weights_id"],
+                text_layer_key=r.get("text_layer_key", ""),
+                n_vision_tokens=r.get("n_vision_tokens", 0),
+                cache_hit=True,
+            )
+            for r in records
+        ]
+        with self.telemetry.span("document redecode", doc_id=doc_id, job_id=job_id, prompt=prompt) as span:
+            self.publish(msgs, span)
+        self.flush()
+        return Submission(job_id, doc_id, False, status)
+
+    def _resolve(self, job_or_doc: str, mode: str) -> tuple[str, str]:
+        if self.jobs.exists(job_or_doc):
+            job = self.jobs.get(job_or_doc)
+            return job["doc_id"], mode or job["mode"]
+        if self.store.exists(layout.meta_key(job_or_doc)):
+            return job_or_doc, mode or self.default_mode
+        raise NotFound(f"no job or document {job_or_doc!r}")
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        rec = self.jobs.get(job_id)
+        rec["pages_done"] = self.jobs.pages_done(job_id)
+        return rec
+
+    def result(self, job_id: str, fmt: str = "markdown") -> bytes:
+        rec = self.jobs.get(job_id)
+        if rec["status"] not in ("completed", "degraded"):
+            raise NotFound(
+                f"job {job_id} has no result (status {rec['status']}{': ' + rec['reason'] if rec['reason'] else ''})"
+            )
+        return self.store.get(layout.markdown_key(job_id) if fmt == "markdown" else layout.result_key(job_id))
+
+    def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 0.2) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rec = self.jobs.get(job_id)
+            if rec["status"] in layout.TERMINAL or time.monotonic() >= deadline:
+                return rec
+            time.sleep(poll_s)
+
+
+class RefHandler(SimpleHandler):
+    """Consumes the reference topic: ``s3://bucket/key`` or a local path -> submit."""
+
+    stage = "ingest-refs"
+    input_type = DocumentRef
+
+    def __init__(self, ingestor: Ingestor, fetch: Callable[[str], bytes]) -> None:
+        self.ingestor = ingestor
+        self.fetch = fetch  # uri -> bytes; raises NotFound / StoreUnavailable
+
+    def handle(self, msg: DocumentRef) -> list[Message]:  # type: ignore[override]
+        if not (msg.uri.startswith("s3://") or msg.uri.startswith("/") or msg.uri.startswith("file://")):
+            raise InvalidMessage(f"reference {msg.uri!r}: expected s3://bucket/key or an absolute path")
+        data = self.fetch(msg.uri)
+        name = msg.uri.rstrip("/").rsplit("/", 1)[-1]
+        self.ingestor.submit(data, name, msg.mode, msg.prompt)
+        return []  # the submitted record was published by the ingestor (its own trace)

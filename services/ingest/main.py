@@ -1,0 +1,96 @@
+"""``ocrstream serve ingest``: the HTTP API, the reference-topic consumer and the bucket/folder
+scanners in one process; SIGTERM stops all three, drains and exits 0."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Mapping
+
+import uvicorn
+from ocrstream.services.ingest.api import create_app
+from ocrstream.services.ingest.handler import Ingestor, RefHandler
+from ocrstream.services.ingest.sources import BucketSource, FolderSource, make_fetcher
+from ocrstream.services.runtime import install_signal_handlers, publish_messages
+from ocrstream.services.wiring import all_topics, build_backbone, build_worker
+
+from ocrstream.config import CommonConfig, IngestConfig
+from ocrstream.errors import OcrStreamError
+from ocrstream.telemetry import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    common = CommonConfig.from_env(env)
+    cfg = IngestConfig.from_env(env)
+    setup_logging(common.log_format)
+    bb = build_backbone("ingest", common)
+    bb.bus.ensure_topics(all_topics(common.topic_prefix))
+    producer = bb.bus.producer()
+    ingestor = Ingestor(
+        bb.store,
+        lambda msgs, span: publish_messages(producer, common.topic_prefix, msgs, span),
+        bb.telemetry,
+        max_bytes=cfg.max_bytes,
+        default_mode=cfg.default_mode,
+        default_prompt=cfg.default_prompt,
+        flush=producer.flush,
+    )
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    client = getattr(bb.store, "client", None)
+    worker = None
+    if cfg.refs_topic:
+        worker = build_worker("ingest", bb, RefHandler(ingestor, make_fetcher(client)), env)
+        threads.append(threading.Thread(target=worker.run, name="refs", daemon=True))
+    sources = []
+    if cfg.s3_source_bucket and client is not None:
+        sources.append(BucketSource(client, cfg.s3_source_bucket, cfg.s3_source_prefix, ingestor, bb.store))
+    if cfg.watch_dir:
+        sources.append(FolderSource(cfg.watch_dir, ingestor, bb.store))
+    if sources:
+        threads.append(
+            threading.Thread(target=_scan_loop, args=(sources, cfg.poll_s, stop), name="scan", daemon=True)
+        )
+
+    app = create_app(ingestor, bb.telemetry, cfg.api_keys)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning"))
+    # uvicorn only captures signals in the main thread; it runs in a thread and we own SIGTERM.
+    api = threading.Thread(target=server.run, name="api", daemon=True)
+
+    def _stop() -> None:
+        stop.set()
+        server.should_exit = True
+        if worker is not None:
+            worker.stop()
+
+    install_signal_handlers(_stop)
+    api.start()
+    for t in threads:
+        t.start()
+    stop.wait()
+    api.join(timeout=30)
+    for t in threads:
+        t.join(timeout=60)
+    producer.flush()
+    producer.close()
+    bb.telemetry.shutdown()
+    return 0
+
+
+def _scan_loop(sources: list, poll_s: float, stop: threading.Event) -> None:
+    while not stop.is_set():
+        for src in sources:
+            try:
+                n = src.scan()
+                if n:
+                    log.info("%s: submitted %d new documents", type(src).__name__, n)
+            except OcrStreamError as exc:
+                log.warning("%s scan failed: %s", type(src).__name__, exc)
+        stop.wait(poll_s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

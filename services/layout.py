@@ -1,0 +1,132 @@
+"""Store key layout and job status records, shared by every service.
+
+Every key is derived from (doc id, mode, page) or (job id, page): rewriting a key under
+redelivery rewrites the same object, which is what makes the stages idempotent.
+
+    docs/<doc>/source                     original bytes        (ingest)
+    docs/<doc>/meta.json                  filename, hash, size  (ingest)
+    docs/<doc>/<mode>/pages/<p>.png       page image            (rasterizer)
+    docs/<doc>/text/<p>.txt               PDF text layer        (rasterizer)
+    docs/<doc>/<mode>/encoded/<p>.json    tokens key per page   (encoder; re-decode reads it)
+    tokens/<weights>/<mode>/<hash>.vt     durable vision tokens (encoder)
+    jobs/<job>/status.json                job status            (ingest, rasterizer, assembler)
+    jobs/<job>/pages/<p>.json             per-page result       (assembler)
+    jobs/<job>/result.md, result.json     assembled document    (assembler)
+    sources/<kind>/<id>.json              "already submitted" markers of the bucket/folder sources
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from ocrstream.errors import NotFound
+from ocrstream.store.base import Store, get_json, put_json
+
+TERMINAL = ("completed", "degraded", "failed")
+_RANK = {"submitted": 0, "rasterized": 1, "completed": 2, "degraded": 2, "failed": 2}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def doc_id_for(data: bytes) -> str:
+    return sha256(data)[:32]
+
+
+def job_id_for(doc_id: str, mode: str, prompt: str) -> str:
+    """Deterministic: the same document, mode and prompt is the same job (duplicate detection)."""
+    return f"{doc_id[:24]}-{mode}-{sha256(prompt.encode())[:8]}"
+
+
+def source_key(doc_id: str) -> str:
+    return f"docs/{doc_id}/source"
+
+
+def meta_key(doc_id: str) -> str:
+    return f"docs/{doc_id}/meta.json"
+
+
+def page_image_key(doc_id: str, mode: str, page: int) -> str:
+    return f"docs/{doc_id}/{mode}/pages/{page:05d}.png"
+
+
+def text_layer_key(doc_id: str, page: int) -> str:
+    return f"docs/{doc_id}/text/{page:05d}.txt"
+
+
+def encoded_key(doc_id: str, mode: str, page: int) -> str:
+    return f"docs/{doc_id}/{mode}/encoded/{page:05d}.json"
+
+
+def encoded_prefix(doc_id: str, mode: str) -> str:
+    return f"docs/{doc_id}/{mode}/encoded/"
+
+
+def status_key(job_id: str) -> str:
+    return f"jobs/{job_id}/status.json"
+
+
+def page_result_key(job_id: str, page: int) -> str:
+    return f"jobs/{job_id}/pages/{page:05d}.json"
+
+
+def page_result_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/pages/"
+
+
+def markdown_key(job_id: str) -> str:
+    return f"jobs/{job_id}/result.md"
+
+
+def result_key(job_id: str) -> str:
+    return f"jobs/{job_id}/result.json"
+
+
+class Jobs:
+    """Job status records. Updates only move forward (submitted -> rasterized -> terminal), so a
+    redelivered earlier-stage message cannot undo a completed job."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        try:
+            return get_json(self.store, status_key(job_id))
+        except NotFound as exc:
+            raise NotFound(f"unknown job {job_id!r}") from exc
+
+    def exists(self, job_id: str) -> bool:
+        return self.store.exists(status_key(job_id))
+
+    def create(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        now = time.time()
+        rec = {
+            "job_id": job_id,
+            "status": "submitted",
+            "n_pages": 0,
+            "reason": "",
+            "created_at": now,
+            "updated_at": now,
+        }
+        rec.update(fields)
+        put_json(self.store, status_key(job_id), rec)
+        return rec
+
+    def advance(self, job_id: str, status: str, **fields: Any) -> dict[str, Any] | None:
+        """Move to ``status`` if that is forward of the current one; None when it is not."""
+        if not self.exists(job_id):  # a stage ran before ingest's record was visible, or no ingest
+            self.create(job_id)
+        rec = self.get(job_id)
+        if _RANK[status] < _RANK.get(rec["status"], 0) or (
+            rec["status"] in TERMINAL and status != rec["status"]
+        ):
+            return None
+        rec.update(fields, status=status, updated_at=time.time())
+        put_json(self.store, status_key(job_id), rec)
+        return rec
+
+    def pages_done(self, job_id: str) -> int:
+        return len(self.store.list(page_result_prefix(job_id)))

@@ -1,0 +1,1 @@
+"""The rasterizer service: ``handler.py`` (pure step) and ``main.py`` (wiring)."""

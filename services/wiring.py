@@ -1,0 +1,148 @@
+"""Builds the pieces a service needs from config: bus, store, cache, telemetry, handlers, model.
+
+Service ``main.py`` files and the embedded pipeline both call these, so the embedded mode is the
+same services wired with the in-memory bus, local store and in-process cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ocrstream.services.assembler.handler import AssemblerHandler
+from ocrstream.services.decoder.guard import GuardConfig, parse_ladder
+from ocrstream.services.decoder.handler import DecoderHandler
+from ocrstream.services.encoder.handler import EncoderHandler, TokenTiers
+from ocrstream.services.rasterizer.handler import RasterizerHandler
+from ocrstream.services.rasterizer.raster import Limits
+from ocrstream.services.runtime import Handler, Worker
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from ocrstream.bus.base import Bus
+from ocrstream.cache.base import Cache
+from ocrstream.cache.memory import MemoryCache
+from ocrstream.config import (
+    AssemblerConfig,
+    CommonConfig,
+    DecoderConfig,
+    EncoderConfig,
+    RasterizerConfig,
+    WorkerConfig,
+)
+from ocrstream.messages import MESSAGE_TYPES, topic
+from ocrstream.store.base import Store
+from ocrstream.store.local import LocalStore
+from ocrstream.telemetry import Telemetry, tracer_provider
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("ingest", "rasterizer", "encoder", "decoder", "assembler")
+
+
+@dataclass
+class Backbone:
+    common: CommonConfig
+    bus: Bus
+    store: Store
+    cache: Cache
+    telemetry: Telemetry
+
+
+def build_store(common: CommonConfig) -> Store:
+    if common.store == "local":
+        return LocalStore(common.store_dir)
+    if common.store == "s3":
+        from ocrstream.store.s3 import S3Store
+
+        return S3Store(
+            common.s3_endpoint, common.s3_access_key, common.s3_secret_key, common.s3_bucket, common.s3_secure
+        )
+    raise ValueError(f"OCRSTREAM_STORE={common.store!r}: expected s3 or local")
+
+
+def build_cache(common: CommonConfig, enc: EncoderConfig | None = None) -> Cache:
+    if common.cache == "memory":
+        return MemoryCache()
+    if common.cache == "redis":
+        from ocrstream.cache.redis import RedisCache
+
+        cache = RedisCache(common.redis_url, common.redis_key_prefix)
+        if enc is not None:
+            cache.ensure_policy(enc.redis_maxmemory_policy)
+        return cache
+    raise ValueError(f"OCRSTREAM_CACHE={common.cache!r}: expected redis or memory")
+
+
+def build_backbone(
+    service: str, common: CommonConfig, bus: Bus | None = None, exporter: SpanExporter | None = None
+) -> Backbone:
+    if bus is None:
+        from ocrstream.bus.kafka import KafkaBus
+
+        bus = KafkaBus(common.kafka_bootstrap, client_id=f"ocrstream-{service}")
+    telemetry = Telemetry(service, tracer_provider(service, common.otlp_endpoint, exporter))
+    enc = EncoderConfig.from_env() if service in ("encoder", "decoder") else None
+    return Backbone(common, bus, build_store(common), build_cache(common, enc), telemetry)
+
+
+def all_topics(prefix: str) -> list[str]:
+    return [topic(t, prefix) for t in MESSAGE_TYPES]
+
+
+def load_model(common: CommonConfig) -> Any:
+    from ocrstream.backends.inprocess import load_model as _load
+
+    return _load(common.checkpoint_dir, common.device)
+
+
+def build_handler(
+    service: str,
+    bb: Backbone,
+    model: Any = None,
+    env: Mapping[str, str] | None = None,
+    decoder_cfg: DecoderConfig | None = None,
+    encoder: Any = None,
+) -> Handler:
+    """The pure step of ``service``; ``model`` is an OcrModel for encoder/decoder (in-process).
+    Pass one ``encoder`` (InProcessEncoder) to share it, and its call count, between services."""
+    from ocrstream.backends import build_decoder_backend
+    from ocrstream.backends.inprocess import InProcessEncoder
+
+    if service == "rasterizer":
+        r = RasterizerConfig.from_env(env)
+        limits = Limits(r.dpi, r.max_pages, r.max_bytes, r.max_page_pixels, r.max_side)
+        return RasterizerHandler(bb.store, bb.telemetry, limits)
+    if service == "encoder":
+        e = EncoderConfig.from_env(env)
+        return EncoderHandler(
+            encoder or InProcessEncoder(model), bb.cache, bb.store, bb.telemetry, e.cache_ttl_s
+        )
+    if service == "decoder":
+        d = decoder_cfg or DecoderConfig.from_env(env)
+        e = EncoderConfig.from_env(env)
+        tiers = TokenTiers(bb.cache, bb.store, bb.telemetry, e.cache_ttl_s)
+        backend = build_decoder_backend(d.backend, model=model, triton_url=d.triton_url)
+        guard = GuardConfig(d.max_new_tokens, d.loop_min_repeats, d.loop_min_tokens)
+        if encoder is None and model is not None and d.backend == "inprocess":
+            encoder = InProcessEncoder(model)
+        ngram = (d.ngram, d.ngram_window) if d.ngram > 0 else None
+        return DecoderHandler(
+            backend, tiers, bb.store, bb.telemetry, parse_ladder(d.ladder), guard, ngram, encoder
+        )
+    if service == "assembler":
+        a = AssemblerConfig.from_env(env)
+        return AssemblerHandler(bb.store, bb.telemetry, a.degraded_rate)
+    raise ValueError(f"no consumer handler for service {service!r} (one of {', '.join(SERVICES[1:])})")
+
+
+def build_worker(
+    service: str,
+    bb: Backbone,
+    handler: Handler,
+    env: Mapping[str, str] | None = None,
+    group: str | None = None,
+) -> Worker:
+    cfg = WorkerConfig.for_service(service, env)
+    return Worker(handler, bb.bus, bb.telemetry, cfg, bb.common.topic_prefix, group=group)
