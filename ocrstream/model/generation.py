@@ -1,0 +1,176 @@
+"""Batched greedy / sampled generation with a KV cache and the windowed no-repeat n-gram rule.
+
+Follows the official ``DeepSeek-OCR-vllm/process/ngram_norepeat.py`` (``NoRepeatNGramLogitsProcessor``:
+over the generated ids only, ban every token that would complete an n-gram already seen within
+the last ``window`` ids, except whitelisted ids such as ``<td>``/``</td>``) and the decoding
+settings of ``run_dpsk_ocr_image.py`` (temperature 0, stop on EOS). Rows are left-padded and get
+per-row positions, so a batch of N gives the same tokens as N single runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .deepseek_ocr import DeepseekOCRForCausalLM
+from .moe_decoder import KVCache
+
+# Official (ngram, window) settings per script.
+NGRAM_IMAGE = (30, 90)  # run_dpsk_ocr_image.py and the vLLM README recipe
+NGRAM_PDF = (20, 50)  # run_dpsk_ocr_pdf.py
+NGRAM_EVAL = (40, 90)  # run_dpsk_ocr_eval_batch.py
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 512
+    temperature: float = 0.0  # 0 -> greedy
+    top_p: float = 1.0
+    ngram: tuple[int, int] | None = NGRAM_IMAGE  # (n, window); None disables the rule
+    ngram_whitelist: tuple[int, ...] = ()
+    stop_ids: tuple[int, ...] = ()  # empty -> the config's eos id
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.ngram is not None and (self.ngram[0] < 1 or self.ngram[1] < self.ngram[0]):
+            raise ValueError(f"ngram (n, window) needs 1 <= n <= window, got {self.ngram}")
+
+
+@dataclass
+class GenerationOutput:
+    sequences: list[list[int]]  # generated ids per row, stop token excluded
+    stopped: list[bool]  # True when the row ended on a stop id
+    scores: list[torch.Tensor] = field(default_factory=list)  # per step [B, V] processed logits (optional)
+
+
+def ngram_banned_tokens(
+    tokens: Sequence[int], n: int, window: int, whitelist: Sequence[int] = ()
+) -> set[int]:
+    """Ids that would repeat an n-gram seen within the last ``window`` generated ids."""
+    length = len(tokens)
+    if length < n:
+        return set()
+    prefix = list(tokens[length - n + 1 :]) if n > 1 else []
+    banned = set()
+    for i in range(max(0, length - window), length - n + 1):
+        if list(tokens[i : i + n - 1]) == prefix:
+            banned.add(tokens[i + n - 1])
+    return banned - set(whitelist)
+
+
+def apply_ngram_rule(
+    logits: torch.Tensor,
+    generated: Sequence[Sequence[int]],
+    n: int,
+    window: int,
+    whitelist: Sequence[int] = (),
+) -> torch.Tensor:
+    """Set banned logits to -inf in place; logits [B, V], one generated-id list per row."""
+    for row, toks in enumerate(generated):
+        banned = ngram_banned_tokens(toks, n, window, whitelist)
+        if banned:
+            logits[row, list(banned)] = float("-inf")
+    return logits
+
+
+def choose_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """logits [B, V] fp32 -> next ids [B]."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p  # keep the smallest set reaching top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def left_pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged id lists -> (ids [B, L], mask [B, L]) left-padded."""
+    if not rows or any(len(r) == 0 for r in rows):
+        raise ValueError(f"every row needs at least one token, got lengths {[len(r) for r in rows]}")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, width - len(r) :] = True
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def generate(
+    model: DeepseekOCRForCausalLM,
+    input_ids: Sequence[Sequence[int]],
+    image_embeds: Sequence[Sequence[torch.Tensor] | torch.Tensor | None] | None = None,
+    params: SamplingParams | None = None,
+    generator: torch.Generator | None = None,
+    return_scores: bool = False,
+    on_step: Callable[[int, list[int]], None] | None = None,
+) -> GenerationOutput:
+    """Generate for a batch of prompts.
+
+    input_ids: one id list per row (with `<image>` placeholders); image_embeds: per row, the
+    embeddings for that row's placeholders (a tensor or list of per-image tensors) or None.
+    """
+    p = params or SamplingParams()
+    p.validate()
+    cfg = model.config
+    stop = set(p.stop_ids or (cfg.decoder.eos_token_id,))
+    if cfg.decoder.pad_token_id == cfg.image_token_id:
+        raise ValueError(f"pad id {cfg.decoder.pad_token_id} equals the image token id")
+    dev = model.device
+    ids, mask = left_pad(input_ids, cfg.decoder.pad_token_id, dev)
+    flat: list[torch.Tensor] = []
+    for row in image_embeds or []:
+        if row is None:
+            continue
+        flat.extend([row] if isinstance(row, torch.Tensor) else list(row))
+    b = ids.shape[0]
+    cache = KVCache(cfg.decoder.num_hidden_layers)
+    out = model(ids, image_embeds=flat or None, attention_mask=mask, cache=cache, last_only=True)
+    logits = out.logits[:, -1].float()
+    generated: list[list[int]] = [[] for _ in range(b)]
+    finished = [False] * b
+    stopped = [False] * b
+    scores: list[torch.Tensor] = []
+    for step in range(p.max_new_tokens):
+        if p.ngram is not None:
+            apply_ngram_rule(logits, generated, p.ngram[0], p.ngram[1], p.ngram_whitelist)
+        if return_scores:
+            scores.append(logits.clone())
+        nxt = choose_tokens(logits, p.temperature, p.top_p, generator).tolist()
+        for i, tok in enumerate(nxt):
+            if finished[i]:
+                continue
+            if tok in stop:
+                finished[i] = stopped[i] = True
+            else:
+                generated[i].append(tok)
+        if on_step is not None:
+            on_step(step, nxt)
+        if all(finished) or step == p.max_new_tokens - 1:
+            break
+        feed = torch.tensor(
+            [[cfg.decoder.pad_token_id if finished[i] else nxt[i]] for i in range(b)],
+            dtype=torch.long,
+            device=dev,
+        )
+        active = torch.tensor([[not f] for f in finished], dtype=torch.bool, device=dev)
+        # Embed directly: a generated id equal to <image> is a plain token here, not a placeholder.
+        emb = model.model.embed_tokens(feed)
+        out = model(feed, inputs_embeds=emb, attention_mask=active, cache=cache, last_only=True)
+        logits = out.logits[:, -1].float()
+    return GenerationOutput(sequences=generated, stopped=stopped, scores=scores)

@@ -1,0 +1,199 @@
+"""High-level encode/decode API used by the services (`OcrModel`), per docs/architecture.md.
+
+Mirrors the split the official vLLM integration makes (``deepseek_ocr.py``: images become
+embeddings once; the decoder consumes them through `<image>` placeholders), so an encoder service
+can cache ``VisionTokens`` and a decoder service can batch prompts from many pages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .deepseek_ocr import DeepseekOCRForCausalLM
+from .generation import NGRAM_IMAGE, SamplingParams, generate
+from .modes import Mode, get_mode, preprocess
+from .tokenizer import OcrTokenizer, resolve_prompt
+from .weights import encoder_weights_id, load_snapshot
+
+log = logging.getLogger(__name__)
+
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "model"
+_VT_MAGIC = b"OCRVT1\n"
+
+
+@dataclass
+class VisionTokens:
+    """One image's embeddings in prompt layout, ready to replace its `<image>` placeholders."""
+
+    embeds: torch.Tensor  # [n_placeholders, hidden]
+    mode: str
+    grid: tuple[int, int]  # (W_t, H_t) tiles; (1, 1) = none
+    image_size: tuple[int, int]  # original (width, height)
+    weights_id: str = ""
+
+    @property
+    def n_placeholders(self) -> int:
+        return int(self.embeds.shape[0])
+
+    def validate(self, hidden: int | None = None) -> None:
+        if self.embeds.dim() != 2 or (hidden is not None and self.embeds.shape[1] != hidden):
+            raise ValueError(f"VisionTokens.embeds must be [n, {hidden}], got {tuple(self.embeds.shape)}")
+
+    def to_bytes(self) -> bytes:
+        t = self.embeds.detach().contiguous().cpu()
+        header = json.dumps(
+            {
+                "shape": list(t.shape),
+                "dtype": str(t.dtype).replace("torch.", ""),
+                "mode": self.mode,
+                "grid": list(self.grid),
+                "image_size": list(self.image_size),
+                "weights_id": self.weights_id,
+            }
+        ).encode()
+        return _VT_MAGIC + struct.pack("<I", len(header)) + header + t.view(torch.uint8).numpy().tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> VisionTokens:
+        if not data.startswith(_VT_MAGIC):
+            raise ValueError("not a VisionTokens blob (bad magic)")
+        off = len(_VT_MAGIC)
+        (n,) = struct.unpack("<I", data[off : off + 4])
+        meta = json.loads(data[off + 4 : off + 4 + n])
+        dtype = getattr(torch, meta["dtype"])
+        raw = bytearray(data[off + 4 + n :])
+        embeds = (
+            torch.frombuffer(raw, dtype=torch.uint8).view(dtype).reshape(meta["shape"])
+            if raw
+            else torch.empty(meta["shape"], dtype=dtype)
+        )
+        return cls(embeds, meta["mode"], tuple(meta["grid"]), tuple(meta["image_size"]), meta["weights_id"])
+
+
+@dataclass
+class DecodeResult:
+    text: str  # decoded with special tokens kept (grounding tags survive), stop token excluded
+    token_ids: list[int]
+    stopped: bool  # ended on EOS (False: hit max_new_tokens, e.g. runaway repetition)
+    n_tokens: int
+
+
+class OcrModel:
+    def __init__(
+        self,
+        model: DeepseekOCRForCausalLM,
+        tokenizer: OcrTokenizer,
+        max_crops: int | None = None,
+        weights_id: str | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.max_crops = max_crops or self.config.max_crops
+        self.weights_id = weights_id or encoder_weights_id(model)
+        eos = tokenizer.ids.get("eos")
+        if eos is not None and eos != self.config.decoder.eos_token_id:
+            log.warning(
+                "tokenizer EOS %d differs from config eos_token_id %d; stopping on both",
+                eos,
+                self.config.decoder.eos_token_id,
+            )
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint_dir: str | Path | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype | str | None = None,
+        max_crops: int | None = None,
+    ) -> OcrModel:
+        """Load a snapshot folder (config.json, safetensors, tokenizer.json); None -> the shipped model."""
+        folder = Path(checkpoint_dir) if checkpoint_dir is not None else SHIPPED_MODEL_DIR
+        if not (folder / "config.json").exists():
+            hint = (
+                " (the shipped embedded model is not installed yet: train it with `ocrstream train` or pass"
+                " --checkpoint DIR with an official DeepSeek-OCR snapshot)"
+                if checkpoint_dir is None
+                else ""
+            )
+            raise FileNotFoundError(f"no model checkpoint at {folder}: config.json missing{hint}")
+        model = load_snapshot(folder, dtype=dtype, device=device)
+        tok = OcrTokenizer.from_file(folder / "tokenizer.json", image_token_id=model.config.image_token_id)
+        return cls(model, tok, max_crops=max_crops)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def preprocess(self, image: Image.Image, mode: str | Mode = "base"):  # noqa: ANN201 - ImageInput
+        return preprocess(image, mode, max_crops=self.max_crops, min_crops=self.config.min_crops)
+
+    @torch.no_grad()
+    def encode_batch(self, images: Sequence[Image.Image], mode: str | Mode = "base") -> list[VisionTokens]:
+        m = get_mode(mode)
+        inputs = [self.preprocess(img, m) for img in images]
+        feats = self.model.encode_images(inputs)
+        return [
+            VisionTokens(e, m.name, inp.grid, inp.image_size, self.weights_id)
+            for e, inp in zip(feats.embeds, inputs, strict=True)
+        ]
+
+    def encode(self, image: Image.Image, mode: str | Mode = "base") -> VisionTokens:
+        return self.encode_batch([image], mode)[0]
+
+    @torch.no_grad()
+    def decode(
+        self,
+        vision: Sequence[VisionTokens | Sequence[VisionTokens]],
+        prompt: str = "free_ocr",
+        max_new_tokens: int = 2048,
+        temperature: float = 0.0,
+        ngram: tuple[int, int] | None = NGRAM_IMAGE,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        **prompt_fields: str,
+    ) -> list[DecodeResult]:
+        """One result per entry of ``vision`` (a VisionTokens, or several for multi-image prompts)."""
+        text = resolve_prompt(prompt, **prompt_fields)
+        rows, embeds = [], []
+        hidden = self.config.decoder.hidden_size
+        for item in vision:
+            vts = [item] if isinstance(item, VisionTokens) else list(item)
+            for vt in vts:
+                vt.validate(hidden)
+                if vt.weights_id and vt.weights_id != self.weights_id:
+                    raise ValueError(
+                        f"VisionTokens from encoder {vt.weights_id}, this model is {self.weights_id}"
+                    )
+            rows.append(self.tokenizer.build_input_ids(text, [vt.n_placeholders for vt in vts]))
+            embeds.append([vt.embeds.to(self.device, self.model.dtype) for vt in vts])
+        stop = {self.config.decoder.eos_token_id}
+        if self.tokenizer.ids.get("eos") is not None:
+            stop.add(self.tokenizer.ids["eos"])
+        params = SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            ngram=ngram,
+            ngram_whitelist=tuple(self.config.ngram_whitelist),
+            stop_ids=tuple(sorted(stop)),
+        )
+        gen = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        out = generate(self.model, rows, embeds, params, generator=gen)
+        return [
+            DecodeResult(self.tokenizer.decode(seq), seq, stopped, len(seq))
+            for seq, stopped in zip(out.sequences, out.stopped, strict=True)
+        ]
+
+    def ocr(
+        self, image: Image.Image, mode: str | Mode = "base", prompt: str = "free_ocr", **kw
+    ) -> DecodeResult:  # noqa: ANN003
+        return self.decode([self.encode(image, mode)], prompt=prompt, **kw)[0]
