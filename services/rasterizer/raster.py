@@ -7,6 +7,7 @@ here to the permanent bad-input errors (corrupt, encrypted, empty, oversized, un
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,6 +21,9 @@ from ocrstream.errors import (
     OversizedDocument,
     UnsupportedDocument,
 )
+
+_EMPTY_TREE = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+0\b|/Count\s+0\b[^>]*?/Type\s*/Pages\b")
+_PAGE_OBJ = re.compile(rb"/Type\s*/Page\b(?!s)")
 
 IMAGE_MAGIC = {
     b"\x89PNG\r\n\x1a\n": "png",
@@ -78,6 +82,9 @@ def _pdf(data: bytes, limits: Limits) -> tuple[int, Iterator[RasterPage]]:
         code = getattr(exc, "err_code", None)
         if code in (pdfium.raw.FPDF_ERR_PASSWORD, pdfium.raw.FPDF_ERR_SECURITY):
             raise EncryptedDocument(f"PDF is encrypted / password protected ({exc})") from exc
+        if _EMPTY_TREE.search(data) and not _PAGE_OBJ.search(data):
+            # PDFium refuses a PDF whose page tree is empty (with a stale or "success" error code).
+            raise EmptyDocument(f"PDF has 0 pages ({exc})") from exc
         raise CorruptDocument(f"PDF cannot be parsed: {exc}") from exc
     n = len(pdf)
     if n == 0:
