@@ -112,3 +112,14 @@ def tiny_ocr_model(seed: int | None = None):
 @pytest.fixture(scope="session")
 def tiny_model():
     return tiny_ocr_model(int.from_bytes(os.urandom(4), "little"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model):
+    """The session's tiny model saved as a snapshot folder (config.json, safetensors, tokenizer.json)."""
+    from ocrstream.model.weights import save_snapshot
+
+    folder = tmp_path_factory.mktemp("tiny-ckpt")
+    save_snapshot(tiny_model.model, folder)
+    tiny_model.tokenizer.tok.save(str(folder / "tokenizer.json"))
+    return folder

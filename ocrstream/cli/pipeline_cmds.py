@@ -1,0 +1,193 @@
+"""Pipeline commands: ``pipeline run`` (embedded, the README main command), ``pipeline topics``,
+``submit``, ``status``, ``results``, ``redecode`` (against the configured Kafka/MinIO deployment)
+and ``serve <service>``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+SUFFIXES = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+SERVICES = ("ingest", "rasterizer", "encoder", "decoder", "assembler")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="the embedded one-process pipeline and Kafka topic set-up")
+    psub = p.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
+    run = psub.add_parser("run", help="OCR files or folders in one process (no Kafka/Redis/MinIO needed)")
+    run.add_argument("paths", nargs="+", help="PDF/PNG/JPEG/TIFF files or folders of them")
+    run.add_argument("--out", required=True, help="output folder: <name>.md and <name>.json per document")
+    run.add_argument("--mode", default="", help="encoder mode (tiny, small, base, large, gundam); default base")
+    run.add_argument("--prompt", default="", help="markdown (default), free_ocr, grounding or a raw prompt")
+    run.add_argument("--checkpoint", default="", help="model folder; default: the shipped embedded model")
+    run.add_argument("--store", default="", help="working store folder; default <out>/.ocrstream-store")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_pipeline_run)
+    top = psub.add_parser("topics", help="create the pipeline's Kafka topics (idempotent)")
+    top.add_argument("--partitions", type=int, default=6, help="partitions per topic (max consumers per stage)")
+    top.set_defaults(func=cmd_topics)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    s = sub.add_parser("submit", help="submit documents to the deployed pipeline (Kafka + object store)")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--mode", default="")
+    s.add_argument("--prompt", default="")
+    s.add_argument("--wait", action="store_true", help="wait for the jobs, with a progress bar")
+    s.add_argument("--timeout", type=float, default=3600.0)
+    s.set_defaults(func=cmd_submit)
+    st = sub.add_parser("status", help="status of a job")
+    st.add_argument("job_id")
+    st.set_defaults(func=cmd_status)
+    r = sub.add_parser("results", help="result of a finished job")
+    r.add_argument("job_id")
+    r.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    r.add_argument("-o", "--output", default="", help="write to this file instead of stdout")
+    r.set_defaults(func=cmd_results)
+    rd = sub.add_parser("redecode", help="decode an already encoded document with a new prompt (no encoder)")
+    rd.add_argument("job_id", help="a job id or document id")
+    rd.add_argument("--prompt", required=True)
+    rd.add_argument("--mode", default="")
+    rd.add_argument("--wait", action="store_true")
+    rd.set_defaults(func=cmd_redecode)
+    sv = sub.add_parser("serve", help="run one pipeline service until SIGTERM (config from OCRSTREAM_* env)")
+    sv.add_argument("service", choices=SERVICES)
+    sv.set_defaults(func=cmd_serve)
+
+
+def expand(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise SystemExit(f"ocrstream: {raw}: no such file or folder")
+    if not out:
+        raise SystemExit(f"ocrstream: no PDF/PNG/JPEG/TIFF files in {' '.join(paths)}")
+    return out
+
+
+def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    from ocrstream.backends.inprocess import load_model
+    from ocrstream.pipeline.embedded import EmbeddedPipeline
+
+    files = expand(args.paths)
+    out = Path(args.out)
+    model = load_model(args.checkpoint)
+    pipe = EmbeddedPipeline(Path(args.store) if args.store else out / ".ocrstream-store", model)
+    t0 = time.perf_counter()
+    summaries = pipe.run(files, out, mode=args.mode, prompt=args.prompt, progress=not args.no_progress)
+    dt = time.perf_counter() - t0
+    pages = 0
+    for s in summaries:
+        if s["status"] == "failed":
+            print(f"FAILED  {s['file']}: {s.get('reason', '')}")
+            continue
+        pages += s["n_pages"]
+        flag = f" ({len(s['failed_pages'])} pages from fallback: {s['failed_pages']})" if s["failed_pages"] else ""
+        print(f"{s['status']:<9} {s['file']} -> {s['markdown']} ({s['n_pages']} pages){flag}")
+    print(f"{len(summaries)} documents, {pages} pages in {dt:.1f}s; results in {out.resolve()}")
+    return 1 if any(s["status"] == "failed" for s in summaries) else 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from ocrstream.bus.kafka import KafkaBus
+    from ocrstream.config import CommonConfig
+    from ocrstream.services.wiring import all_topics
+
+    common = CommonConfig.from_env()
+    topics = all_topics(common.topic_prefix)
+    KafkaBus(common.kafka_bootstrap).ensure_topics(topics, args.partitions)
+    print("\n".join(topics))
+    return 0
+
+
+def _ingestor():
+    from ocrstream.bus.kafka import KafkaBus
+    from ocrstream.config import CommonConfig, IngestConfig
+    from ocrstream.services.ingest.handler import Ingestor
+    from ocrstream.services.runtime import publish_messages
+    from ocrstream.services.wiring import build_store
+    from ocrstream.telemetry import Telemetry, tracer_provider
+
+    common, cfg = CommonConfig.from_env(), IngestConfig.from_env()
+    producer = KafkaBus(common.kafka_bootstrap, "ocrstream-cli").producer()
+    tel = Telemetry("cli", tracer_provider("cli", common.otlp_endpoint))
+    return Ingestor(
+        build_store(common),
+        lambda msgs, span: publish_messages(producer, common.topic_prefix, msgs, span),
+        tel,
+        max_bytes=cfg.max_bytes,
+        default_mode=cfg.default_mode,
+        default_prompt=cfg.default_prompt,
+        flush=producer.flush,
+    )
+
+
+def _wait(ing, job_ids: list[str], timeout: float) -> list[dict]:
+    from tqdm import tqdm
+
+    from ocrstream.services.layout import TERMINAL
+
+    deadline = time.monotonic() + timeout
+    with tqdm(total=0, unit="page", desc="ocr") as bar:
+        while True:
+            recs = [ing.status(j) for j in job_ids]
+            bar.total = sum(r.get("n_pages", 0) for r in recs)
+            bar.n = sum(r["pages_done"] for r in recs)
+            bar.refresh()
+            if all(r["status"] in TERMINAL for r in recs) or time.monotonic() > deadline:
+                return recs
+            time.sleep(1.0)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    ing = _ingestor()
+    subs = []
+    for f in expand(args.paths):
+        sub = ing.submit(f.read_bytes(), f.name, args.mode, args.prompt)
+        subs.append(sub)
+        print(f"{sub.job_id}  {f}{'  (duplicate)' if sub.duplicate else ''}")
+    if args.wait:
+        for rec in _wait(ing, [s.job_id for s in subs], args.timeout):
+            print(f"{rec['job_id']}  {rec['status']}  {rec.get('reason', '')}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(json.dumps(_ingestor().status(args.job_id), indent=1))
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    data = _ingestor().result(args.job_id, args.format)
+    if args.output:
+        Path(args.output).write_bytes(data)
+    else:
+        sys.stdout.write(data.decode())
+    return 0
+
+
+def cmd_redecode(args: argparse.Namespace) -> int:
+    ing = _ingestor()
+    sub = ing.redecode(args.job_id, args.prompt, args.mode)
+    print(f"{sub.job_id}{'  (exists)' if sub.duplicate else ''}")
+    if args.wait:
+        (rec,) = _wait(ing, [sub.job_id], 3600)
+        print(f"{rec['job_id']}  {rec['status']}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.service == "ingest":
+        from ocrstream.services.ingest.main import main
+
+        return main()
+    from ocrstream.services.serve import serve
+
+    return serve(args.service)

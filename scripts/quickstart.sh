@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README main command: set up .venv (scripts/bootstrap.sh), then OCR the bundled sample PDFs
+# through the embedded one-process pipeline (in-memory bus, local store, in-process cache) with
+# the shipped model. Results: out/quickstart/<name>.md (one "<!-- page N -->" section per page)
+# and <name>.json (per-page text, boxes, mode, token counts, timings, method).
+# Usage: scripts/quickstart.sh [extra `ocrstream pipeline run` options, e.g. --mode small]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/bootstrap.sh
+
+OUT="${OCRSTREAM_QUICKSTART_OUT:-out/quickstart}"
+SAMPLES="ocrstream/assets/samples"
+if ! compgen -G "$SAMPLES/*.pdf" >/dev/null; then
+    echo "quickstart: no sample PDFs in $SAMPLES (they ship with the repository; is the checkout complete?)" >&2
+    exit 1
+fi
+.venv/bin/ocrstream pipeline run "$SAMPLES" --out "$OUT" "$@"
+echo "quickstart: results in $OUT/ (open $OUT/*.md)"
