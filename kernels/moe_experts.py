@@ -242,8 +242,13 @@ def get_config(
     if device.type == "cuda":
         configs = load_configs(E, N, torch.cuda.get_device_name(device), dtype)
         if configs:
-            return configs[min(configs, key=lambda m: abs(m - M))]
+            return select_config(configs, M)
     return default_config(M, E, top_k)
+
+
+def select_config(configs: dict[int, dict[str, int]], M: int) -> dict[str, int]:
+    """The config tuned for the token count nearest to M."""
+    return configs[min(configs, key=lambda m: abs(m - M))]
 
 
 # ---- launcher -----------------------------------------------------------------------------------

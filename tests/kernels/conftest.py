@@ -56,3 +56,40 @@ def poison(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(torch, "empty", empty)
     monkeypatch.setattr(torch, "empty_like", empty_like)
+
+
+# ---- tolerances -----------------------------------------------------------------------------------
+# One unit in the last place of each dtype (relative): the kernels round each step where the
+# references do, so elementwise kernels land within one rounding of the reference.
+ULP = {torch.float32: 2.0**-23, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+
+
+def elementwise(dtype: torch.dtype) -> dict[str, float]:
+    """RMSNorm/rotary/combine: fp32 differs only by reduction order (a few ulps of the row sum);
+    bf16/fp16 by at most one output rounding when the fp32 intermediate sits near a tie."""
+    if dtype == torch.float32:
+        return {"atol": 1e-6, "rtol": 1e-5}
+    return {"atol": 2 * ULP[dtype], "rtol": 2 * ULP[dtype]}
+
+
+def gemm(dtype: torch.dtype, scale: float) -> dict[str, float]:
+    """Grouped GEMMs: fp32 accumulation in another order (fp32: ~1e-6 relative at K <= 128); in
+    bf16/fp16 the reference rounds gate, up, silu and their product separately while the kernel
+    rounds once, so intermediate values differ by a few ulps that the down projection sums over
+    (vLLM's MoE tests use 2e-2 for bf16). Absolute tolerance scaled by the output magnitude."""
+    if dtype == torch.float32:
+        return {"atol": 2e-5 * scale, "rtol": 1e-4}
+    return {"atol": 2e-2 * scale, "rtol": 2e-2}
+
+
+@pytest.fixture
+def tol():
+    """Tolerance helpers: ``tol.elementwise(dtype)``, ``tol.gemm(dtype, scale)``."""
+
+    class _Tol:
+        pass
+
+    t = _Tol()
+    t.elementwise = elementwise
+    t.gemm = gemm
+    return t
