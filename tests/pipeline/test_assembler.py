@@ -1,0 +1,58 @@
+"""Assembler: page order, idempotence under redelivery, degraded documents."""
+
+from __future__ import annotations
+
+import json
+
+from ocrstream.services import layout
+from ocrstream.services.assembler.handler import AssemblerHandler
+
+from ocrstream.messages import DocumentCompleted, PageDecoded
+from tests.pipeline.conftest import random_words
+
+
+def _decoded(page, n, text, failed=False):
+    return PageDecoded(
+        job_id="job",
+        doc_id="doc",
+        page=page,
+        n_pages=n,
+        mode="tiny",
+        prompt="markdown",
+        text=text,
+        method="text_layer" if failed else "model",
+        failed=failed,
+    )
+
+
+def test_out_of_order_with_duplicates_gives_one_ordered_result(backbone, rng):
+    n = rng.randint(3, 8)
+    texts = {p: random_words(rng, 4) for p in range(1, n + 1)}
+    msgs = [_decoded(p, n, t) for p, t in texts.items()]
+    deliveries = msgs + rng.sample(msgs, k=rng.randint(1, n))  # redelivered pages
+    rng.shuffle(deliveries)
+    last_page_in = max(deliveries.index(m) for m in msgs)  # completion only once all n are in
+    h = AssemblerHandler(backbone.store, backbone.telemetry)
+    outs = [h.handle(m) for m in deliveries]
+    completions = [(i, o) for i, o in enumerate(outs) if o]
+    assert [i for i, _ in completions] == [last_page_in]
+    (done,) = completions[0][1]
+    assert isinstance(done, DocumentCompleted) and (done.status, done.n_pages) == ("completed", n)
+    md = backbone.store.get(layout.markdown_key("job")).decode()
+    expected = "\n\n".join(f"<!-- page {p} -->\n\n{texts[p]}" for p in range(1, n + 1)) + "\n"
+    assert md == expected
+    result = json.loads(backbone.store.get(layout.result_key("job")))
+    assert [p["page"] for p in result["pages"]] == list(range(1, n + 1))
+    assert layout.Jobs(backbone.store).get("job")["status"] == "completed"
+
+
+def test_degraded_when_failed_share_exceeds_rate(backbone):
+    h = AssemblerHandler(backbone.store, backbone.telemetry, degraded_rate=0.25)
+    outs = [h.handle(_decoded(p, 4, f"t{p}", failed=p == 2)) for p in (1, 2, 3, 4)]
+    assert outs[-1][0].status == "completed"  # 1/4 is not above 0.25
+    h2 = AssemblerHandler(backbone.store, backbone.telemetry, degraded_rate=0.2)
+    msgs = [_decoded(p, 4, f"t{p}", failed=p in (2, 3)) for p in (1, 2, 3, 4)]
+    msgs = [PageDecoded(**{**m.to_dict(), "job_id": "job2"}) for m in msgs]
+    outs = [h2.handle(m) for m in msgs]
+    assert (outs[-1][0].status, outs[-1][0].failed_pages) == ("degraded", [2, 3])
+    assert layout.Jobs(backbone.store).get("job2")["status"] == "degraded"

@@ -1,0 +1,165 @@
+"""Decoder guard and ladder: loops and no-stop outputs are retried per the named ladder, then
+fall back to the text layer (flagged) or are marked failed; attempts are recorded per page.
+
+The backend is substituted at its protocol (DecoderBackend): it replays scripted outputs so each
+ladder path is taken on purpose."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from ocrstream.services.decoder.guard import GuardConfig, Rung, check, find_loop, parse_boxes, parse_ladder
+from ocrstream.services.decoder.handler import DecoderHandler
+from ocrstream.services.encoder.handler import TokenTiers
+from ocrstream.services.layout import sha256
+from PIL import Image
+
+from ocrstream.backends.base import Decoded, Encoded
+from ocrstream.cache.base import pack_tokens, token_key
+from ocrstream.messages import PageDecoded, PageEncoded
+
+
+class Scripted:
+    """DecoderBackend replaying one scripted result per (call, page); records its calls."""
+
+    def __init__(self, script):
+        self.script = list(script)  # per call: list of Decoded
+        self.calls = []
+
+    def decode(self, tokens, prompt, max_new_tokens, temperature=0.0, ngram=None):
+        self.calls.append((len(tokens), prompt, temperature, tokens))
+        return self.script.pop(0)[: len(tokens)]
+
+
+class CountingEncoder:
+    weights_id = "w1"
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, images, mode):
+        self.calls.append(mode)
+        return [Encoded(f"tokens-{mode}".encode(), 7) for _ in images]
+
+
+def ok(text="fine text"):
+    return Decoded(text, [5, 6, 7, 8], True, 4)
+
+
+def looping(n=40):
+    return Decoded("ab" * n, [1, 2] * n, False, 2 * n)
+
+
+def endless(rng, n=64):
+    ids = [rng.randrange(1000) for _ in range(n)]
+    return Decoded("x" * n, ids, False, n)
+
+
+def _page(bb, page=1, text_layer=""):
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (page, 2 * page, 3 * page)).save(buf, format="PNG")
+    png = buf.getvalue()
+    bb.store.put(f"img/{page}.png", png)
+    key = token_key(sha256(png), "tiny", "w1")
+    bb.cache.set(key, pack_tokens(b"tokens-tiny", 7))
+    tkey = ""
+    if text_layer:
+        tkey = f"text/{page}.txt"
+        bb.store.put(tkey, text_layer.encode())
+    return PageEncoded(
+        job_id="j",
+        doc_id="d",
+        page=page,
+        n_pages=3,
+        tokens_key=key,
+        image_key=f"img/{page}.png",
+        image_hash=sha256(png),
+        mode="tiny",
+        prompt="markdown",
+        weights_id="w1",
+        text_layer_key=tkey,
+        n_vision_tokens=7,
+    )
+
+
+def _handler(bb, backend, ladder="t=0.0;t=0.4;mode=small", encoder=None):
+    tiers = TokenTiers(bb.cache, bb.store, bb.telemetry)
+    return DecoderHandler(
+        backend, tiers, bb.store, bb.telemetry, parse_ladder(ladder), GuardConfig(64), (20, 90), encoder
+    )
+
+
+def test_ladder_parse_and_errors():
+    assert parse_ladder("t=0.0; t=0.3;mode=small") == (Rung(0.0), Rung(0.3), Rung(0.0, "small"))
+    for bad in ("", "t=hot", "temp=0.1", "mode="):
+        with pytest.raises(ValueError, match="ladder|rung"):
+            parse_ladder(bad)
+
+
+def test_loop_detection(rng):
+    cfg = GuardConfig(max_new_tokens=64)
+    head = [rng.randrange(100, 200) for _ in range(30)]
+    period = [rng.randrange(100) for _ in range(rng.randint(1, 9))]
+    assert find_loop(head + period * 30, cfg).startswith(f"period {len(period)}")
+    assert find_loop(list(range(300)), cfg) == ""
+    assert check(ok(), cfg) == ("ok", "")
+    assert check(endless(rng), cfg)[0] == "no_stop"
+    assert check(looping(), cfg)[0] == "loop"
+
+
+def test_first_rung_ok_is_one_batched_call(backbone):
+    backend = Scripted([[ok("p1"), ok("p2")]])
+    h = _handler(backbone, backend)
+    out = h.handle_batch([_page(backbone, 1), _page(backbone, 2)])
+    assert len(backend.calls) == 1 and backend.calls[0][:3] == (2, "markdown", 0.0)
+    assert backend.calls[0][3] == [b"tokens-tiny", b"tokens-tiny"]
+    (a,), (b,) = out
+    assert isinstance(a, PageDecoded) and (a.text, a.method, a.failed, b.text) == ("p1", "model", False, "p2")
+    assert [x["outcome"] for x in a.attempts] == ["ok"]
+
+
+def test_retry_temperature_then_mode_then_text_layer(backbone, rng):
+    enc = CountingEncoder()
+    backend = Scripted([[looping(), ok("good 2")], [endless(rng)], [looping()]])
+    h = _handler(backbone, backend, encoder=enc)
+    (p1,), (p2,) = h.handle_batch([_page(backbone, 1, text_layer="layer text"), _page(backbone, 2)])
+    assert [(c[0], c[2]) for c in backend.calls] == [(2, 0.0), (1, 0.4), (1, 0.0)]
+    assert backend.calls[2][3] == [b"tokens-small"]  # the mode rung re-encoded in "small"
+    assert enc.calls == ["small"]
+    assert [(x["outcome"], x["temperature"], x["mode"]) for x in p1.attempts] == [
+        ("loop", 0.0, None),
+        ("no_stop", 0.4, None),
+        ("loop", 0.0, "small"),
+    ]
+    assert (p1.method, p1.failed, p1.text, p1.n_text_tokens) == ("text_layer", True, "layer text", 0)
+    assert (p2.method, p2.failed, p2.text) == ("model", False, "good 2")
+    # the mode rung's tokens are cached: the same rung later costs no encoder call
+    h2 = _handler(backbone, Scripted([[looping()], [looping()], [ok("small ok")]]), encoder=enc)
+    ((p1b,),) = h2.handle_batch([_page(backbone, 1)])
+    assert enc.calls == ["small"] and p1b.method == "model" and p1b.text == "small ok"
+
+
+def test_no_text_layer_marks_failed_and_keeps_best_effort(backbone):
+    backend = Scripted([[looping()], [looping()]])
+    h = _handler(backbone, backend, ladder="t=0.0;t=0.9")
+    ((p,),) = h.handle_batch([_page(backbone, 3)])
+    assert (p.method, p.failed, len(p.attempts)) == ("failed", True, 2)
+    assert p.text == looping().text
+
+
+def test_lost_tokens_without_encoder_fail_the_page_not_the_batch(backbone):
+    page = _page(backbone, 1)
+    backbone.cache.delete(page.tokens_key)
+    h = _handler(backbone, Scripted([[ok("other")]]))
+    (lost,), (fine,) = h.handle_batch([page, _page(backbone, 2)])
+    assert (lost.method, lost.failed) == ("failed", True)
+    assert "neither the cache nor the store" in lost.attempts[-1]["detail"]
+    assert fine.text == "other"
+
+
+def test_grounding_boxes_parsed():
+    text = (
+        "<|ref|>title<|/ref|><|det|>[[10, 20, 300, 40]]<|/det|>\nHello<|ref|>x<|/ref|><|det|>[[1,2]]<|/det|>"
+    )
+    assert parse_boxes(text) == [{"label": "title", "box": [10.0, 20.0, 300.0, 40.0]}]
