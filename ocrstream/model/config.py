@@ -125,6 +125,9 @@ class DeepseekOCRConfig:
     # vLLM config lowers it to 6 for small GPUs. Only images whose best grid has > 6 tiles differ.
     max_crops: int = 9
     min_crops: int = 2
+    # Mode used when a caller names none: the official scripts default to Gundam (1024 + 640 tiles).
+    # A mode name or a size spec "<base>" / "<base>x<tile>" (see modes.get_mode).
+    default_mode: str = "gundam"
     torch_dtype: str = "bfloat16"
     name: str = "deepseek-ocr"
 
@@ -252,7 +255,7 @@ class DeepseekOCRConfig:
             "decoder": _diff_dict(extra_lm, DecoderConfig()),
             "top": {
                 k: getattr(self, k)
-                for k in ("image_token_id", "ngram_whitelist", "max_crops", "min_crops")
+                for k in ("image_token_id", "ngram_whitelist", "max_crops", "min_crops", "default_mode")
                 if getattr(self, k) != getattr(DeepseekOCRConfig(), k)
             },
         }
@@ -401,6 +404,7 @@ def embedded_config(
         decoder=dec,
         image_token_id=vocab_size - 1 if image_token_id is None else image_token_id,
         ngram_whitelist=(),
+        default_mode="tiny",
         torch_dtype="float32",
         name="ocrstream-embedded",
     )
@@ -439,6 +443,7 @@ def tiny_test_config(vocab_size: int = 96) -> DeepseekOCRConfig:
     )
     cfg.ngram_whitelist = (vocab_size - 3, vocab_size - 2)
     cfg.name = "tiny-test"
+    cfg.default_mode = "256"
     cfg.validate()
     return cfg
 

@@ -17,6 +17,7 @@ Modes are data (``Mode``) passed per request; ``MODES`` holds the official ones.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -59,12 +60,21 @@ MODES: dict[str, Mode] = {
 
 
 def get_mode(mode: str | Mode) -> Mode:
+    """A Mode, a name from MODES, or a size spec: "<side>" (one view, stretched when <= 640,
+    padded otherwise) or "<base>x<tile>" (global view + tiles, like Gundam)."""
     if isinstance(mode, Mode):
         return mode
     key = mode.lower().replace("_", "-")
-    if key not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; known: {sorted(MODES)}")
-    return MODES[key]
+    if key in MODES:
+        return MODES[key]
+    spec = re.fullmatch(r"(\d+)(?:x(\d+))?", key)
+    if spec is None:
+        raise ValueError(
+            f"unknown mode {mode!r}; known: {sorted(MODES)} or a size spec like '512' or '1024x640'"
+        )
+    base = int(spec.group(1))
+    tile = int(spec.group(2) or base)
+    return Mode(key, base, tile, spec.group(2) is not None)
 
 
 def grid_side(view: int) -> int:

@@ -133,12 +133,16 @@ class OcrModel:
     def device(self) -> torch.device:
         return self.model.device
 
-    def preprocess(self, image: Image.Image, mode: str | Mode = "base"):  # noqa: ANN201 - ImageInput
+    def preprocess(self, image: Image.Image, mode: str | Mode | None = None):  # noqa: ANN201 - ImageInput
+        mode = self.config.default_mode if mode is None else mode
         return preprocess(image, mode, max_crops=self.max_crops, min_crops=self.config.min_crops)
 
     @torch.no_grad()
-    def encode_batch(self, images: Sequence[Image.Image], mode: str | Mode = "base") -> list[VisionTokens]:
-        m = get_mode(mode)
+    def encode_batch(
+        self, images: Sequence[Image.Image], mode: str | Mode | None = None
+    ) -> list[VisionTokens]:
+        """None -> the config's default_mode (gundam for the official model)."""
+        m = get_mode(self.config.default_mode if mode is None else mode)
         inputs = [self.preprocess(img, m) for img in images]
         feats = self.model.encode_images(inputs)
         return [
@@ -146,7 +150,7 @@ class OcrModel:
             for e, inp in zip(feats.embeds, inputs, strict=True)
         ]
 
-    def encode(self, image: Image.Image, mode: str | Mode = "base") -> VisionTokens:
+    def encode(self, image: Image.Image, mode: str | Mode | None = None) -> VisionTokens:
         return self.encode_batch([image], mode)[0]
 
     @torch.no_grad()
