@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ocrstream.kernels import dispatch
+
 from .config import DecoderConfig
 
 
@@ -28,10 +30,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(dtype)
+        # weight * (x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype); Triton on CUDA (kernels/rmsnorm.py)
+        return dispatch.rms_norm(x, self.weight, self.eps)
 
 
 def rotary_cos_sin(
@@ -132,7 +132,7 @@ class DeepseekV2Attention(nn.Module):
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # [B, nh, T, hd]
         k = self.k_proj(x).view(b, t, self.num_kv, self.head_dim).transpose(1, 2)  # [B, nkv, T, hd]
         v = self.v_proj(x).view(b, t, self.num_kv, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = dispatch.apply_rotary(q, k, cos, sin)  # = apply_rotary on each (kernels/rotary.py)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [B, nkv, L, hd]
         if self.num_kv != self.num_heads:
@@ -219,14 +219,20 @@ class DeepseekV2MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # [N, H]
-        idx, weights, scores = self.gate(flat)
         self.last_aux_loss = None
+        counts = None
         if self.training and self.cfg.aux_loss_alpha > 0:
+            idx, weights, scores = self.gate(flat)
             # Expert-balance loss (DeepSeek-V2 gate, per batch): alpha * sum_e P_e * f_e * E.
             e = self.cfg.n_routed_experts
             ce = F.one_hot(idx.reshape(-1), e).float().mean(0)
             self.last_aux_loss = (scores.mean(0) * ce * e).sum() * self.cfg.aux_loss_alpha
-        y = moe_experts_ref(flat, idx, weights, self.experts).view(shape)
+        else:
+            # Same routing as self.gate (fp32 logits, softmax, top-k, scaling); Triton on CUDA.
+            g = self.gate
+            idx, weights, counts = dispatch.moe_route(flat, g.weight, g.top_k, g.norm_topk_prob, g.scaling)
+        # = moe_experts_ref below; fused grouped-GEMM Triton kernels on CUDA (kernels/moe_experts.py)
+        y = dispatch.moe_experts_modules(flat, self.experts, idx, weights, counts).view(shape)
         if self.shared_experts is not None:
             y = y + self.shared_experts(x)
         return y
