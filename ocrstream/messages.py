@@ -179,6 +179,9 @@ class PageEncoded(Message):
     n_vision_tokens: int = 0
     cache_hit: bool = False
     encode_ms: float = 0.0
+    # False for re-decodes: the decoder may use cached tokens of other modes but never run the
+    # encoder (a re-decode promises zero encoder calls).
+    allow_encode: bool = True
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ocrstream.services.encoder.handler import TokenTiers, encode_pages
 from ocrstream.services.runtime import Outcome
 
 from ocrstream.backends.base import Decoded, DecoderBackend, EncoderBackend
-from ocrstream.cache.base import unpack_tokens
+from ocrstream.cache.base import token_key, unpack_tokens
 from ocrstream.errors import NotFound, OcrStreamError, PermanentError, TransientError
 from ocrstream.messages import Message, PageDecoded, PageEncoded
 from ocrstream.store.base import Store
@@ -73,9 +73,6 @@ class DecoderHandler:
                 todo = [p for p in pages if not p.done and p.error is None]
                 if not todo:
                     break
-                if rung.mode is not None and self.encoder is None:
-                    log.info("ladder rung %d (mode %s) skipped: no encoder in this decoder", i, rung.mode)
-                    continue
                 self._run_rung(i, rung, todo)
         except TransientError as exc:
             return [exc] * len(pages)
@@ -86,15 +83,16 @@ class DecoderHandler:
 
     # ---- steps ------------------------------------------------------------------------------
     def _tokens(self, m: PageEncoded, mode: str | None = None) -> bytes:
-        key = m.tokens_key
-        if mode is None or mode == m.mode:
-            blob = self.tiers.get(key)
-            if blob is not None:
-                return unpack_tokens(blob)[1]
-            if self.encoder is None:
-                raise NotFound(f"vision tokens {key} are in neither the cache nor the store")
+        mode = mode or m.mode
+        key = m.tokens_key if mode == m.mode else token_key(m.image_hash, mode, m.weights_id)
+        blob = self.tiers.get(key)
+        if blob is not None:
+            return unpack_tokens(blob)[1]
+        if self.encoder is None or not m.allow_encode:
+            why = "no encoder in this decoder" if self.encoder is None else "re-decodes never run the encoder"
+            raise NotFound(f"vision tokens {key} are in neither the cache nor the store ({why})")
+        if mode == m.mode:
             log.warning("tokens %s lost from both tiers; re-encoding page %s/%d", key, m.doc_id, m.page)
-            mode = m.mode
         (res,) = encode_pages(self.encoder, self.tiers, self.store, self.telemetry, [(m.image_key, mode)])
         if isinstance(res, Exception):
             raise res

@@ -146,6 +146,7 @@ class Ingestor:
                 text_layer_key=r.get("text_layer_key", ""),
                 n_vision_tokens=r.get("n_vision_tokens", 0),
                 cache_hit=True,
+                allow_encode=False,
             )
             for r in records
         ]
