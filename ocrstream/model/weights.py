@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -306,6 +307,39 @@ def save_snapshot(
         (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
     log.info("saved %d tensors in %d file(s) to %s", len(state), total, folder)
     return paths
+
+
+def write_safetensors_streaming(
+    path: str | Path,
+    specs: list[tuple[str, tuple[int, ...], torch.dtype]],
+    make: Callable[[str, tuple[int, ...], torch.dtype], torch.Tensor],
+    metadata: dict[str, str] | None = None,
+) -> int:
+    """Write a safetensors file one tensor at a time (``make`` builds each on demand), so peak
+    memory is one tensor, not the whole state dict. Returns the file size."""
+    header: dict[str, dict] = {}
+    offset = 0
+    for name, shape, dtype in specs:
+        nbytes = torch.empty((), dtype=dtype).element_size()
+        for s in shape:
+            nbytes *= s
+        header[name] = {
+            "dtype": DTYPE_NAMES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    header["__metadata__"] = metadata or {"format": "pt"}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # keep tensor data 8-byte aligned
+    with Path(path).open("wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for name, shape, dtype in specs:
+            t = make(name, shape, dtype).to(dtype).contiguous()
+            if tuple(t.shape) != tuple(shape):
+                raise ValueError(f"{name}: made shape {tuple(t.shape)}, declared {tuple(shape)}")
+            f.write(t.view(torch.uint8).numpy().tobytes())
+    return 8 + len(raw) + offset
 
 
 def encoder_weights_id(model: DeepseekOCRForCausalLM) -> str:

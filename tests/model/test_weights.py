@@ -150,3 +150,16 @@ def test_sparse_official_snapshot_verifies(tmp_path):
     write_sparse_snapshot(tmp_path / "bad", bad, DATA / "official-config.json")
     rep = verify_snapshot(tmp_path / "bad")
     assert not rep.ok and rep.missing == ["model.norm.weight"]
+
+
+def test_streaming_writer_loads(tmp_path, seed):
+    from ocrstream.model.weights import write_safetensors_streaming
+
+    model = small_model()
+    state = model.state_dict()
+    specs = [(k, tuple(v.shape), torch.bfloat16) for k, v in sorted(state.items())]
+    model.config.replace(torch_dtype="bfloat16").to_json_file(tmp_path / "config.json")
+    write_safetensors_streaming(tmp_path / SINGLE_FILE, specs, lambda n, s, d: state[n])
+    loaded = load_snapshot(tmp_path)
+    for k, v in state.items():
+        assert torch.equal(loaded.state_dict()[k], v.to(torch.bfloat16)), k
