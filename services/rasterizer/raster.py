@@ -79,11 +79,12 @@ def _pdf(data: bytes, limits: Limits) -> tuple[int, Iterator[RasterPage]]:
     try:
         pdf = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
+        # PDFium's error code is process-global and not reset on success, so it can be stale:
+        # confirm each reading from the bytes themselves.
         code = getattr(exc, "err_code", None)
-        if code in (pdfium.raw.FPDF_ERR_PASSWORD, pdfium.raw.FPDF_ERR_SECURITY):
+        if code in (pdfium.raw.FPDF_ERR_PASSWORD, pdfium.raw.FPDF_ERR_SECURITY) and b"/Encrypt" in data:
             raise EncryptedDocument(f"PDF is encrypted / password protected ({exc})") from exc
         if _EMPTY_TREE.search(data) and not _PAGE_OBJ.search(data):
-            # PDFium refuses a PDF whose page tree is empty (with a stale or "success" error code).
             raise EmptyDocument(f"PDF has 0 pages ({exc})") from exc
         raise CorruptDocument(f"PDF cannot be parsed: {exc}") from exc
     n = len(pdf)

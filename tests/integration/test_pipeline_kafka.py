@@ -15,24 +15,20 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from ocrstream.services import layout
-from ocrstream.services.ingest.handler import Ingestor
-from ocrstream.services.runtime import Worker, publish_messages
-from ocrstream.services.wiring import Backbone, all_topics, build_cache, build_handler
+from ocrstream.services.wiring import build_cache
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ocrstream.backends.inprocess import InProcessEncoder
 from ocrstream.bus.kafka import KafkaBus
-from ocrstream.config import CommonConfig, DecoderConfig, EncoderConfig, WorkerConfig
+from ocrstream.config import CommonConfig, DecoderConfig, EncoderConfig
 from ocrstream.messages import DeadLetter, PageDecoded, topic
+from ocrstream.pipeline.threaded import STAGES, ThreadedPipeline
 from ocrstream.store.s3 import S3Store
-from ocrstream.telemetry import Telemetry, tracer_provider
 from tests.pipeline.conftest import empty_pdf, make_pdf, random_words, tiny_ocr_model
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.minio]
@@ -62,63 +58,11 @@ def common(kafka_bootstrap, redis_url, minio_endpoint, minio_bucket, kafka_topic
     )
 
 
-class Cluster:
-    """The four consumer stages as threads over the real services, plus an ingestor."""
-
-    def __init__(
-        self,
-        common: CommonConfig,
-        model,
-        exporter=None,
-        stages=("rasterizer", "encoder", "decoder", "assembler"),
-    ):
-        self.common = common
-        self.bus = KafkaBus(common.kafka_bootstrap)
-        self.bus.ensure_topics(all_topics(common.topic_prefix), partitions=2)
-        self.store = S3Store(common.s3_endpoint, common.s3_access_key, common.s3_secret_key, common.s3_bucket)
-        self.cache = build_cache(common, EncoderConfig())  # as the encoder service: sets allkeys-lru
-        self.exporter = exporter
-        self.encoder = InProcessEncoder(model)
-        self.workers: dict[str, Worker] = {}
-        self.threads: list[threading.Thread] = []
-        for s in stages:
-            tel = Telemetry(
-                s, tracer_provider(s, exporter=exporter)
-            )  # one provider per service: context only via headers
-            bb = Backbone(common, self.bus, self.store, self.cache, tel)
-            handler = build_handler(s, bb, model, ENV, DEC, encoder=self.encoder)
-            cfg = WorkerConfig(max_batch=4, max_wait_ms=20, backoff_s=0.2, metrics_port=0)
-            w = Worker(handler, self.bus, tel, cfg, common.topic_prefix)
-            self.workers[s] = w
-            t = threading.Thread(target=w.run, name=s, daemon=True)
-            t.start()
-            self.threads.append(t)
-        producer = self.bus.producer()
-        self.producer = producer
-        tel = Telemetry("ingest", tracer_provider("ingest", exporter=exporter))
-        self.ingestor = Ingestor(
-            self.store,
-            lambda m, sp: publish_messages(producer, common.topic_prefix, m, sp),
-            tel,
-            default_mode="tiny",
-            flush=producer.flush,
-        )
-
-    def wait(self, job_ids, timeout=240.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            states = {j: self.ingestor.jobs.get(j)["status"] for j in job_ids}
-            if all(s in layout.TERMINAL for s in states.values()):
-                return states
-            time.sleep(0.3)
-        raise AssertionError(f"jobs not finished in {timeout}s: {states}")
-
-    def stop(self):
-        for w in self.workers.values():
-            w.stop()
-        for t in self.threads:
-            t.join(timeout=60)
-        self.producer.close()
+def Cluster(common: CommonConfig, model, exporter=None, stages=STAGES) -> ThreadedPipeline:  # noqa: N802
+    bus = KafkaBus(common.kafka_bootstrap)
+    store = S3Store(common.s3_endpoint, common.s3_access_key, common.s3_secret_key, common.s3_bucket)
+    cache = build_cache(common, EncoderConfig())  # as the encoder service does: sets allkeys-lru
+    return ThreadedPipeline(common, bus, store, cache, model, stages=stages, env=ENV, decoder_cfg=DEC, exporter=exporter).start()
 
 
 @pytest.fixture
@@ -237,7 +181,7 @@ def test_bad_inputs_dead_lettered_and_others_served(cluster_factory, model, rng,
     consumer.close()
     for kind, s in subs.items():
         assert states[s.job_id] == "failed"
-        assert dls[s.job_id].reason == kind and dls[s.job_id].stage == "rasterize"
+        assert (dls[s.job_id].reason, dls[s.job_id].stage) == (kind, "rasterize"), dls[s.job_id]
         assert c.ingestor.status(s.job_id)["reason"].startswith(kind)
 
 
@@ -305,7 +249,7 @@ def test_decoder_process_killed_mid_batch_then_restarted(cluster_factory, common
 
     proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        states = c.wait([s.job_id for s in subs], timeout=300)
+        states = c.wait([s.job_id for s in subs], timeout_s=300)
         assert set(states.values()) <= {"completed", "degraded"}
         for s, texts in zip(subs, docs, strict=True):
             _check_results(c.store, s.job_id, texts)
