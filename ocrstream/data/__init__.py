@@ -1,0 +1,1 @@
+"""Synthetic training data for the embedded model: offline text corpora, fonts, page renderer."""

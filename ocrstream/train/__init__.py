@@ -1,0 +1,1 @@
+"""Tokenizer training, training and evaluation of the embedded model."""

@@ -1,0 +1,85 @@
+"""Training batches: rendered pages -> pixels, prompt + target ids, and the reading-head layout.
+
+Sequence of one row (the same prompt the runtime builds for "free_ocr", official section 11.2):
+``[BOS] <image>*n "\\nFree OCR." | target ids + EOS``. For training we append, after the
+autoregressive (AR) part, one *reading query* per target token: a position-only input whose
+attention sees the image prefix and itself but no text, so it can only be right by reading.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from ocrstream.data.render import Page
+
+FREE_OCR_PROMPT = "\nFree OCR."
+IGNORE = -100
+
+
+@dataclass
+class Batch:
+    pixels: torch.Tensor  # [B, 3, S, S] in [-1, 1]
+    prefix_ids: torch.Tensor  # [B, P] BOS, image placeholders, prompt
+    targets: torch.Tensor  # [B, L] target ids + EOS, right-padded with IGNORE
+    lengths: torch.Tensor  # [B] real target lengths
+    texts: list[str]
+    levels: list[int]
+
+    @property
+    def size(self) -> int:
+        return self.pixels.shape[0]
+
+
+def pixels_from_pages(pages: Sequence[Page]) -> torch.Tensor:
+    arr = np.stack([np.asarray(p.image.convert("RGB"), dtype=np.float32) for p in pages])  # [B, S, S, 3]
+    t = torch.from_numpy(arr).permute(0, 3, 1, 2)
+    return t / 127.5 - 1.0  # mean = std = 0.5 after /255
+
+
+def prompt_ids(
+    tok: Tokenizer, n_image: int, bos_id: int, image_id: int, prompt: str = FREE_OCR_PROMPT
+) -> list[int]:
+    return [bos_id] + [image_id] * n_image + tok.encode(prompt).ids
+
+
+def make_batch(
+    pages: Sequence[Page],
+    tok: Tokenizer,
+    n_image: int,
+    special: dict[str, int],
+    max_target: int = 160,
+) -> Batch:
+    prefix = prompt_ids(tok, n_image, special["bos_token_id"], special["image_token_id"])
+    tg = []
+    for p in pages:
+        ids = tok.encode(p.text).ids[: max_target - 1] + [special["eos_token_id"]]
+        tg.append(ids)
+    lmax = max(len(t) for t in tg)
+    targets = torch.full((len(pages), lmax), IGNORE, dtype=torch.long)
+    for i, t in enumerate(tg):
+        targets[i, : len(t)] = torch.tensor(t)
+    return Batch(
+        pixels=pixels_from_pages(pages),
+        prefix_ids=torch.tensor([prefix] * len(pages), dtype=torch.long),
+        targets=targets,
+        lengths=torch.tensor([len(t) for t in tg]),
+        texts=[p.text for p in pages],
+        levels=[p.level for p in pages],
+    )
+
+
+def corrupt(ids: torch.Tensor, rate: float, vocab: int, n_special: int, rng: random.Random) -> torch.Tensor:
+    """Replace a fraction of AR input tokens with random ordinary tokens (targets untouched), so
+    the decoder cannot rely on the text prefix alone and must keep looking at the image."""
+    if rate <= 0:
+        return ids
+    g = torch.Generator().manual_seed(rng.getrandbits(31))
+    mask = (torch.rand(ids.shape, generator=g) < rate) & (ids >= n_special)
+    rnd = torch.randint(n_special, vocab, ids.shape, generator=g)
+    return torch.where(mask, rnd, ids)

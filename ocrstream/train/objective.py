@@ -1,0 +1,159 @@
+"""Training objective for the embedded model: AR cross-entropy + a non-autoregressive reading head.
+
+The decoder is the model's own (``DeepseekOCRForCausalLM``); only the attention mask differs, so
+the layers are called directly here instead of adding a training mode to the model code.
+
+One sequence per row: ``[prefix P][AR inputs L-1][reading queries L]``.
+* AR part: ordinary causal LM over prefix + target (inputs optionally corrupted).
+* Reading queries: query k has the input vector ``query`` (a training-only parameter), the RoPE
+  position of target slot k, and attends to the prefix and itself only. It must predict target k
+  from the image alone, which is what keeps the vision path alive (the calibration run collapsed
+  into a pure language model without it).
+* Vision-diversity penalty: the share of projected vision-token variance that varies across the
+  images of the batch must stay above a floor (it fell to 5e-6 in the collapsed run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
+from ocrstream.model.moe_decoder import rotary_cos_sin
+from ocrstream.train.batches import IGNORE, Batch
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    ar: torch.Tensor
+    read: torch.Tensor
+    var_pen: torch.Tensor
+    aux: torch.Tensor
+    image_frac: float
+    ar_acc: float
+    read_acc: float
+    n_tokens: int
+
+
+class Trainee(nn.Module):
+    """The shipped model plus training-only parts (the reading query vector)."""
+
+    def __init__(self, model: DeepseekOCRForCausalLM) -> None:
+        super().__init__()
+        self.model = model
+        hidden = model.config.decoder.hidden_size
+        self.read_query = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
+
+    def decoder(self, x: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        dm = self.model.model
+        cos, sin = rotary_cos_sin(positions, dm.dcfg.head_dim, dm.dcfg.rope_theta, x.dtype)
+        for layer in dm.layers:
+            x = layer(x, cos, sin, mask, None)
+        return dm.norm(x)
+
+
+def build_mask(p: int, l_ar: int, l_q: int, ar_valid: torch.Tensor) -> torch.Tensor:
+    """Boolean [B, 1, T, T] (True = may attend) for [prefix p][AR l_ar][queries l_q]."""
+    b = ar_valid.shape[0]
+    t = p + l_ar + l_q
+    dev = ar_valid.device
+    idx = torch.arange(t, device=dev)
+    causal = idx[None, :] <= idx[:, None]  # [T, T]
+    m = torch.zeros(t, t, dtype=torch.bool, device=dev)
+    n_ctx = p + l_ar
+    m[:n_ctx, :n_ctx] = causal[:n_ctx, :n_ctx]
+    m[n_ctx:, :p] = True  # queries see the prefix (BOS, image, prompt)
+    m[n_ctx:, n_ctx:] = torch.eye(l_q, dtype=torch.bool, device=dev)  # ... and themselves
+    key_ok = torch.ones(b, t, dtype=torch.bool, device=dev)
+    key_ok[:, p:n_ctx] = ar_valid
+    mask = m[None] & key_ok[:, None, :]
+    mask = mask | torch.eye(t, dtype=torch.bool, device=dev)[None]  # never an empty row
+    return mask[:, None]
+
+
+def image_fraction(tokens: torch.Tensor) -> torch.Tensor:
+    """Share of the variance of vision tokens [B, N, D] that differs between images."""
+    between = tokens.var(dim=0, unbiased=False).mean()  # across images, per position/dim
+    total = tokens.reshape(-1, tokens.shape[-1]).var(dim=0, unbiased=False).mean()
+    return between / (total + 1e-8)
+
+
+def compute_loss(
+    tr: Trainee,
+    batch: Batch,
+    *,
+    ar_inputs: torch.Tensor | None = None,
+    pixels: torch.Tensor | None = None,
+    read_weight: float = 1.0,
+    var_weight: float = 1.0,
+    var_floor: float = 0.3,
+    aux_weight: float = 1.0,
+    with_read: bool = True,
+) -> LossParts:
+    model = tr.model
+    cfg = model.config
+    feats = model.encode_pixels(batch.pixels if pixels is None else pixels)
+    emb = [model.layout(feats.projected[i], None, (1, 1)) for i in range(feats.projected.shape[0])]
+    image_embeds = torch.stack(emb)  # [B, n_img, H]
+    b, p = batch.prefix_ids.shape
+    tgt = batch.targets  # [B, L] with IGNORE padding
+    ell = tgt.shape[1]
+    ar_in = tgt[:, :-1].clamp_min(0) if ar_inputs is None else ar_inputs  # [B, L-1]
+    ar_valid = tgt[:, :-1] != IGNORE
+    x_prefix = model.model.embed_tokens(batch.prefix_ids)
+    is_img = batch.prefix_ids == cfg.image_token_id
+    x_prefix = x_prefix.masked_scatter(is_img[..., None], image_embeds.reshape(-1, image_embeds.shape[-1]))
+    parts = [x_prefix, model.model.embed_tokens(ar_in)]
+    l_q = ell if with_read else 0
+    if with_read:
+        parts.append(tr.read_query.to(x_prefix.dtype).expand(b, l_q, -1))
+    x = torch.cat(parts, dim=1)
+    pos_ctx = torch.arange(p + ell - 1)
+    pos_q = torch.arange(p, p + l_q) - 1  # query k sits where the AR logit for target k sits
+    positions = torch.cat([pos_ctx, pos_q])[None].expand(b, -1)
+    mask = build_mask(p, ell - 1, l_q, ar_valid)
+    h = tr.decoder(x, mask, positions)
+    logits_ar = model.lm_head(h[:, p - 1 : p + ell - 1])  # [B, L, V] predicts tgt
+    ar = F.cross_entropy(
+        logits_ar.float().reshape(-1, logits_ar.shape[-1]), tgt.reshape(-1), ignore_index=IGNORE
+    )
+    valid = tgt != IGNORE
+    n_tok = int(valid.sum())
+    ar_acc = float(((logits_ar.argmax(-1) == tgt) & valid).sum()) / max(1, n_tok)
+    if with_read:
+        logits_rd = model.lm_head(h[:, p + ell - 1 :])
+        read = F.cross_entropy(
+            logits_rd.float().reshape(-1, logits_rd.shape[-1]), tgt.reshape(-1), ignore_index=IGNORE
+        )
+        read_acc = float(((logits_rd.argmax(-1) == tgt) & valid).sum()) / max(1, n_tok)
+    else:
+        read = torch.zeros((), dtype=ar.dtype)
+        read_acc = 0.0
+    frac = image_fraction(feats.projected) if b > 1 else torch.ones(())
+    var_pen = F.relu(var_floor - frac)
+    aux = model.model.aux_loss() if model.training else None
+    aux = torch.zeros(()) if aux is None else aux
+    total = ar + read_weight * read + var_weight * var_pen + aux_weight * aux
+    return LossParts(total, ar, read, var_pen, aux, float(frac.detach()), ar_acc, read_acc, n_tok)
+
+
+@torch.no_grad()
+def image_gap(tr: Trainee, batch: Batch) -> dict[str, float]:
+    """Teacher-forced AR CE (nats/token) with the real image, a blank page and another page's image."""
+    was = tr.training
+    tr.eval()
+    real = compute_loss(tr, batch, with_read=False).ar.item()
+    blank = compute_loss(tr, batch, pixels=torch.ones_like(batch.pixels), with_read=False).ar.item()
+    other = compute_loss(tr, batch, pixels=batch.pixels.roll(1, dims=0), with_read=False).ar.item()
+    tr.train(was)
+    return {
+        "ce_real": real,
+        "ce_blank": blank,
+        "ce_other": other,
+        "gap_blank": blank - real,
+        "gap_other": other - real,
+    }
