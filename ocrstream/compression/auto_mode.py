@@ -1,0 +1,101 @@
+"""Automatic resolution mode per page: the cheapest mode expected to meet a precision target.
+
+A page needs only as many vision tokens as its text density requires. ``choose_mode`` estimates
+the page's text tokens (text layer when the PDF has one, else the pixel estimate in ``density``),
+computes each candidate's compression ratio (text tokens / encoder tokens at this page size),
+looks up the expected precision on the model's measured curve, and returns the cheapest candidate
+that reaches the target, with the reason. With ``reference`` and ``margin`` the target becomes
+"no worse than ``reference`` minus ``margin``" (e.g. within 2 points of fixed Base).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from PIL import Image
+
+from ocrstream.compression.curve import CompressionCurve
+from ocrstream.compression.density import estimate
+from ocrstream.compression.ladder import page_tokens
+from ocrstream.model.modes import Mode, get_mode
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+DEFAULT_TARGET = 0.95
+
+
+@dataclass(frozen=True)
+class ModeChoice:
+    mode: str
+    reason: str
+    expected_precision: float
+    est_text_tokens: float
+    vision_tokens: int = 0  # decoder placeholders this page costs in ``mode``
+    compression: float = 0.0  # est text tokens / encoder tokens
+    density_source: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _resolve(curve: CompressionCurve, m: str | Mode) -> Mode:
+    if isinstance(m, Mode):
+        return m
+    name = get_mode(m).name
+    return curve.modes[name].mode if name in curve.modes else get_mode(m)
+
+
+def choose_mode(
+    page_image: Image.Image | None,
+    text_layer_chars: int | None = None,
+    curve: CompressionCurve | None = None,
+    target: float = DEFAULT_TARGET,
+    candidates: Sequence[str | Mode] | None = None,
+    *,
+    reference: str | Mode | None = None,
+    margin: float = 0.0,
+    page_size: tuple[int, int] | None = None,
+) -> ModeChoice:
+    """Pick a mode for one page (see module doc). ``page_size`` defaults to the image's size."""
+    if curve is None:
+        raise ValueError("choose_mode needs a compression curve (compression.curve.curve_for(model_dir))")
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"target precision must be in [0, 1], got {target}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    size = page_size or (page_image.size if page_image is not None else None)
+    if size is None:
+        raise ValueError("need a page image or page_size")
+    cands = [_resolve(curve, c) for c in (candidates or curve.mode_objects())]
+    if not cands:
+        raise ValueError("no candidate modes")
+    est = estimate(page_image, text_layer_chars)
+    text_tokens = est.text_tokens(curve.chars_per_token)
+
+    def score(m: Mode) -> tuple[int, float, float]:
+        placeholders, enc = page_tokens(m, size)
+        ratio = text_tokens / enc
+        return placeholders, ratio, curve.expected_precision(m, ratio)
+
+    goal = target
+    ref_note = ""
+    if reference is not None:
+        ref_p = score(_resolve(curve, reference))[2]
+        goal = min(target, ref_p - margin)
+        ref_note = f", {getattr(reference, 'name', reference)} expects {ref_p:.3f} - margin {margin:g}"
+    scored = sorted(((score(m), m) for m in cands), key=lambda x: (x[0][0], -x[0][2]))
+    src = f"~{text_tokens:.0f} text tokens ({est.source})"
+    for (cost, ratio, exp), m in scored:
+        if exp >= goal:
+            reason = f"{src}; cheapest mode with expected precision {exp:.3f} >= target {goal:.3f}{ref_note}"
+            return ModeChoice(m.name, reason, exp, text_tokens, cost, ratio, est.source)
+    (cost, ratio, exp), m = max(scored, key=lambda x: (x[0][2], -x[0][0]))
+    reason = f"{src}; no mode reaches target {goal:.3f}{ref_note}; best expected {exp:.3f}"
+    return ModeChoice(m.name, reason, exp, text_tokens, cost, ratio, est.source)
+
+
+def is_auto(mode: str | Mode | None) -> bool:
+    return isinstance(mode, str) and mode.lower() == AUTO

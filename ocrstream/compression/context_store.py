@@ -1,0 +1,304 @@
+"""A context store that keeps text as vision tokens and lets old context fade (paper section 5).
+
+Each added text segment is rendered to one or more same-size pages (``render.PageRenderer``); each
+page is one stored *segment*. The page image goes to the durable store once; its vision tokens are
+encoded at the segment's current rung of the model's ladder (``ladder.model_ladder``: Large ->
+Base -> Small -> Tiny, or the scaled sizes of a small model) and kept in the hot cache and the
+durable store. After every insert ``planner.plan_levels`` re-plans all rungs under the token budget
+(counted in decoder placeholders, what a prefix really costs); a segment whose rung went down is
+re-encoded from its page at the lower resolution, and one that falls off the last rung is deleted,
+page and tokens: forgotten.
+
+Keys (store and cache), under ``context/<name>/``: ``manifest.json`` (config + segment table),
+``pages/<seq>.png``, ``tokens/<seq>.<mode>.vt`` (``VisionTokens.to_bytes``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from PIL import Image
+
+from ocrstream.cache.base import Cache
+from ocrstream.compression.ladder import page_tokens
+from ocrstream.compression.planner import plan_cost, plan_levels
+from ocrstream.compression.render import PageRenderer
+from ocrstream.errors import NotFound
+from ocrstream.model.modes import Mode, get_mode
+from ocrstream.model.runtime import VisionTokens
+from ocrstream.store.base import Store, get_json, put_json
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class Segment:
+    seq: int  # insertion order over the store's life
+    rung: int  # index into the ladder; len(ladder) = dropped
+    chars: int  # characters drawn on the page
+    added_at: float  # unix time
+    group: int  # the add() call it came from (a long text spans several pages)
+    mode: str = ""  # current mode name ("" when dropped)
+    tokens: int = 0  # decoder placeholders held now
+
+
+@dataclass
+class ReadSegment:
+    segment: Segment
+    text: str
+    stopped: bool
+
+
+class ContextStore:
+    def __init__(
+        self,
+        name: str,
+        model,  # noqa: ANN001 - OcrModel-like: encode(image, mode), decode([...]), weights_id
+        ladder: Sequence[Mode | str],
+        budget_tokens: int,
+        store: Store,
+        cache: Cache | None = None,
+        *,
+        page_size: int | None = None,
+        half_life: float = 4.0,
+        quality: Sequence[float] | None = None,
+        cache_ttl_s: int | None = None,
+    ) -> None:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"context name {name!r} must match {_NAME.pattern}")
+        self.name = name
+        self.model = model
+        self.ladder = tuple(get_mode(m) for m in ladder)
+        if not self.ladder:
+            raise ValueError("empty mode ladder")
+        self.page_size = int(page_size or model.config.sam.img_size)
+        self.costs = [page_tokens(m, (self.page_size, self.page_size))[0] for m in self.ladder]
+        if any(a <= b for a, b in zip(self.costs, self.costs[1:], strict=False)):
+            raise ValueError(
+                f"ladder {[m.name for m in self.ladder]} must cost strictly fewer tokens per rung, got {self.costs}"
+            )
+        if budget_tokens < 0:
+            raise ValueError(f"budget_tokens must be >= 0, got {budget_tokens}")
+        self.budget = int(budget_tokens)
+        self.store = store
+        self.cache = cache
+        self.half_life = float(half_life)
+        self.quality = list(quality) if quality is not None else None
+        self.cache_ttl_s = cache_ttl_s
+        self.renderer = PageRenderer(self.page_size)
+        self.segments: list[Segment] = []  # oldest first; dropped ones are removed
+        self.next_seq = 0
+        self.next_group = 0
+        self.forgotten = 0
+        self._lock = threading.Lock()
+
+    # ---- persistence -------------------------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        return f"context/{self.name}/"
+
+    def _page_key(self, seq: int) -> str:
+        return f"{self.prefix}pages/{seq:08d}.png"
+
+    def _tok_key(self, seq: int, mode: str) -> str:
+        return f"{self.prefix}tokens/{seq:08d}.{mode}.vt"
+
+    def save_manifest(self) -> None:
+        put_json(
+            self.store,
+            self.prefix + "manifest.json",
+            {
+                "version": MANIFEST_VERSION,
+                "name": self.name,
+                "ladder": [
+                    {"name": m.name, "base_size": m.base_size, "image_size": m.image_size, "crop": m.crop}
+                    for m in self.ladder
+                ],
+                "budget_tokens": self.budget,
+                "page_size": self.page_size,
+                "half_life": self.half_life,
+                "quality": self.quality,
+                "weights_id": getattr(self.model, "weights_id", ""),
+                "next_seq": self.next_seq,
+                "next_group": self.next_group,
+                "forgotten": self.forgotten,
+                "segments": [asdict(s) for s in self.segments],
+            },
+        )
+
+    @classmethod
+    def open(cls, name: str, model, store: Store, cache: Cache | None = None, **create: Any) -> ContextStore:  # noqa: ANN001
+        """Load ``name`` from ``store``; create it with ``create`` (ladder, budget_tokens...) if absent."""
+        try:
+            raw = get_json(store, f"context/{name}/manifest.json")
+        except NotFound:
+            if "ladder" not in create or "budget_tokens" not in create:
+                raise NotFound(
+                    f"no context {name!r} in the store; create it with a ladder and a budget"
+                ) from None
+            cs = cls(name, model, store=store, cache=cache, **create)
+            cs.save_manifest()
+            return cs
+        if raw.get("version") != MANIFEST_VERSION:
+            raise ValueError(
+                f"context {name!r} manifest version {raw.get('version')!r}, expected {MANIFEST_VERSION}"
+            )
+        wid = getattr(model, "weights_id", "")
+        if raw.get("weights_id") and wid and raw["weights_id"] != wid:
+            raise ValueError(f"context {name!r} was encoded by {raw['weights_id']}, this model is {wid}")
+        ladder = [Mode(r["name"], r["base_size"], r["image_size"], r["crop"]) for r in raw["ladder"]]
+        budget = int(create.get("budget_tokens", raw["budget_tokens"]))
+        cs = cls(
+            name,
+            model,
+            ladder,
+            raw["budget_tokens"],
+            store,
+            cache,
+            page_size=raw["page_size"],
+            half_life=raw["half_life"],
+            quality=raw.get("quality"),
+        )
+        cs.segments = [Segment(**s) for s in raw["segments"]]
+        cs.next_seq, cs.next_group, cs.forgotten = raw["next_seq"], raw["next_group"], raw["forgotten"]
+        if budget != cs.budget:  # a new budget applies at once: fade (never sharpen) to fit it
+            cs.budget = budget
+            with cs._lock:
+                cs._replan()
+                cs.save_manifest()
+        return cs
+
+    # ---- writes ------------------------------------------------------------------------------
+    def add(self, text: str) -> list[Segment]:
+        """Render ``text``, store its pages as the newest segments, re-plan every rung."""
+        pages = self.renderer.render(text)
+        with self._lock:
+            group = self.next_group
+            self.next_group += 1
+            new = []
+            for p in pages:
+                buf = io.BytesIO()
+                p.image.save(buf, format="PNG")
+                seg = Segment(self.next_seq, 0, len(p.text), time.time(), group)
+                self.next_seq += 1
+                self.store.put(self._page_key(seg.seq), buf.getvalue(), "image/png")
+                self.segments.append(seg)
+                new.append(seg)
+            self._replan(fresh={s.seq for s in new})
+            self.save_manifest()
+            log.info(
+                "context %s: +%d segment(s), %d kept, %d/%d tokens",
+                self.name,
+                len(new),
+                len(self.segments),
+                self.used_tokens(),
+                self.budget,
+            )
+            kept = {s.seq for s in self.segments}
+            return [s for s in new if s.seq in kept]
+
+    def _replan(self, fresh: frozenset[int] | set[int] = frozenset()) -> None:
+        newest_first = self.segments[::-1]
+        caps = [s.rung for s in newest_first]
+        levels = plan_levels(self.costs, len(caps), self.budget, caps, self.quality, self.half_life)
+        assert plan_cost(self.costs, levels) <= self.budget  # planner contract
+        drop = len(self.ladder)
+        for seg, rung in zip(newest_first, levels, strict=True):
+            if rung == seg.rung and seg.seq not in fresh:
+                continue
+            old_mode = seg.mode
+            if rung == drop:
+                self._forget(seg)
+                continue
+            seg.rung = rung
+            self._encode(seg)
+            if old_mode and old_mode != seg.mode:
+                self._delete(self._tok_key(seg.seq, old_mode))
+        self.segments = [s for s in self.segments if s.rung < drop]
+
+    def _encode(self, seg: Segment) -> None:
+        mode = self.ladder[seg.rung]
+        img = Image.open(io.BytesIO(self.store.get(self._page_key(seg.seq)))).convert("RGB")
+        vt = self.model.encode(img, mode)
+        if vt.n_placeholders != self.costs[seg.rung]:
+            raise RuntimeError(
+                f"model laid out {vt.n_placeholders} tokens for mode {mode.name}, budget counts {self.costs[seg.rung]}"
+            )
+        blob = vt.to_bytes()
+        key = self._tok_key(seg.seq, mode.name)
+        self.store.put(key, blob)
+        if self.cache is not None:
+            self.cache.set(key, blob, self.cache_ttl_s)
+        seg.mode, seg.tokens = mode.name, vt.n_placeholders
+
+    def _forget(self, seg: Segment) -> None:
+        if seg.mode:
+            self._delete(self._tok_key(seg.seq, seg.mode))
+        self.store.delete(self._page_key(seg.seq))
+        seg.rung, seg.mode, seg.tokens = len(self.ladder), "", 0
+        self.forgotten += 1
+
+    def _delete(self, key: str) -> None:
+        self.store.delete(key)
+        if self.cache is not None:
+            self.cache.delete(key)
+
+    # ---- reads -------------------------------------------------------------------------------
+    def used_tokens(self) -> int:
+        return sum(s.tokens for s in self.segments)
+
+    def read_tokens(self) -> list[tuple[Segment, VisionTokens]]:
+        """Kept segments oldest first with their vision tokens (hot cache, else durable store)."""
+        with self._lock:
+            segs = list(self.segments)
+        out = []
+        for seg in segs:
+            key = self._tok_key(seg.seq, seg.mode)
+            blob = self.cache.get(key) if self.cache is not None else None
+            if blob is None:
+                blob = self.store.get(key)
+                if self.cache is not None:
+                    self.cache.set(key, blob, self.cache_ttl_s)
+            out.append((seg, VisionTokens.from_bytes(blob)))
+        return out
+
+    def prefix_tokens(self) -> list[VisionTokens]:
+        """The kept context as one multi-image decoder prefix, oldest first."""
+        return [vt for _, vt in self.read_tokens()]
+
+    def read_text(self, max_new_tokens: int = 256, batch: int = 8) -> list[ReadSegment]:
+        """Each kept segment read back through the decoder (free OCR), oldest first."""
+        pairs = self.read_tokens()
+        out = []
+        for i in range(0, len(pairs), batch):
+            chunk = pairs[i : i + batch]
+            res = self.model.decode([vt for _, vt in chunk], prompt="free_ocr", max_new_tokens=max_new_tokens)
+            out.extend(ReadSegment(seg, r.text, r.stopped) for (seg, _), r in zip(chunk, res, strict=True))
+        return out
+
+    def stats(self) -> dict:
+        with self._lock:
+            per_mode = {m.name: sum(1 for s in self.segments if s.mode == m.name) for m in self.ladder}
+            return {
+                "name": self.name,
+                "budget_tokens": self.budget,
+                "used_tokens": self.used_tokens(),
+                "segments": len(self.segments),
+                "forgotten": self.forgotten,
+                "page_size": self.page_size,
+                "ladder": [
+                    {"mode": m.name, "tokens": c} for m, c in zip(self.ladder, self.costs, strict=True)
+                ],
+                "per_mode": per_mode,
+                "segments_detail": [asdict(s) for s in self.segments],
+            }

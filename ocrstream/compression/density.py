@@ -1,0 +1,112 @@
+"""Cheap text-density estimates: characters on a page, from its PDF text layer or its pixels.
+
+The image estimate runs on a downscaled grayscale copy (a few ms per page):
+1. ink = pixels darker than the page background by a margin (background = the 90th percentile);
+2. the row profile (ink pixels per row) splits the page into text-line bands;
+3. inside each band, ink columns are joined across gaps narrower than the band height (letter and
+   word gaps, not column gutters) and their total width is the line's extent;
+4. characters = sum over lines of extent / (CHAR_ASPECT * band height).
+
+CHAR_ASPECT (mean advance width / ink band height) was fitted on pages from ``ocrstream.data.render``
+in the training fonts (tests/compression/test_density.py keeps the fit honest: within a factor of
+1.6 of the truth on synthetic pages of every density).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+MAX_SIDE = 1024  # downscale bigger renders first: line bands stay >= ~6 px for 10-pt text at 100 dpi
+INK_MARGIN = 48  # grey levels below the background that count as ink
+CHAR_ASPECT = 0.55  # mean glyph advance / ink-band height (fitted, see module doc)
+MIN_BAND = 3  # rows: thinner bands are rules or noise, not text
+
+
+@dataclass(frozen=True)
+class DensityEstimate:
+    chars: float
+    lines: int
+    source: str  # "text-layer" | "image"
+    ink_fraction: float = 0.0
+
+    def text_tokens(self, chars_per_token: float) -> float:
+        if chars_per_token <= 0:
+            raise ValueError(f"chars_per_token must be positive, got {chars_per_token}")
+        return self.chars / chars_per_token
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) runs of True in a 1-D bool array."""
+    if not mask.any():
+        return []
+    d = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
+
+
+def estimate_from_image(image: Image.Image) -> DensityEstimate:
+    """Characters on a rendered page, from ink rows and line extents (see module doc)."""
+    w, h = image.size
+    if w <= 0 or h <= 0:
+        raise ValueError(f"empty page image {w}x{h}")
+    g = image.convert("L")
+    scale = min(1.0, MAX_SIDE / max(w, h))
+    if scale < 1.0:
+        g = g.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BILINEAR)
+    a = np.asarray(g, dtype=np.int16)  # [H, W]
+    bg = float(np.percentile(a, 90))
+    ink = a < bg - INK_MARGIN  # [H, W] bool
+    frac = float(ink.mean())
+    rows = ink.sum(axis=1)  # [H]
+    row_mask = rows > max(1, int(0.002 * ink.shape[1]))  # a row with only speckle noise is empty
+    chars = 0.0
+    lines = 0
+    for top, bot in _runs(row_mask):
+        band = bot - top
+        if band < MIN_BAND:
+            continue
+        cols = ink[top:bot].any(axis=0)  # [W]
+        runs = _runs(cols)
+        if not runs:
+            continue
+        # join runs across gaps narrower than the band height (inside a line of text)
+        extent, (s0, e0) = 0, runs[0]
+        for s, e in runs[1:]:
+            if s - e0 <= band:
+                e0 = e
+            else:
+                extent += e0 - s0
+                s0, e0 = s, e
+        extent += e0 - s0
+        chars += extent / (CHAR_ASPECT * band)
+        lines += 1
+    return DensityEstimate(chars, lines, "image", frac)  # extent / band height is scale-free
+
+
+def estimate_from_text_layer(n_chars: int) -> DensityEstimate:
+    if n_chars < 0:
+        raise ValueError(f"text layer char count must be >= 0, got {n_chars}")
+    return DensityEstimate(float(n_chars), 0, "text-layer")
+
+
+def estimate(image: Image.Image | None, text_layer_chars: int | None = None) -> DensityEstimate:
+    """The text layer when present (exact and free), else the image estimate."""
+    if text_layer_chars is not None and text_layer_chars > 0:
+        return estimate_from_text_layer(text_layer_chars)
+    if image is None:
+        raise ValueError("need a page image or a positive text_layer_chars to estimate density")
+    return estimate_from_image(image)
+
+
+def pdf_text_chars(pdf, page_index: int) -> int:  # noqa: ANN001 - pypdfium2.PdfDocument
+    """Characters (whitespace runs counted once) on a PDF page's text layer (0 for scanned pages)."""
+    page = pdf[page_index]
+    tp = page.get_textpage()
+    try:
+        text = tp.get_text_range()
+    finally:
+        tp.close()
+        page.close()
+    return len(" ".join(text.split()))  # same whitespace collapsing as the CER reference
