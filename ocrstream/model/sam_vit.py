@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ocrstream.kernels import dispatch
+
 from .config import SamConfig
 
 
@@ -72,14 +74,17 @@ def resize_rel_pos(rel_pos: torch.Tensor, q_size: int, k_size: int) -> torch.Ten
     return rel_pos[relative.long()]
 
 
-def decomposed_rel_pos_bias(
+def decomposed_rel_pos(
     q: torch.Tensor,
     rel_pos_h: torch.Tensor,
     rel_pos_w: torch.Tensor,
     q_hw: tuple[int, int],
     k_hw: tuple[int, int],
-) -> torch.Tensor:
-    """Additive attention bias [B, qh*qw, kh*kw] from the unscaled q [B, qh*qw, hd]."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column terms (rel_h [B, qh*qw, kh], rel_w [B, qh*qw, kw]) from the unscaled q [B, qh*qw, hd].
+
+    The additive bias for key (i, j) is rel_h[..., i] + rel_w[..., j].
+    """
     qh, qw = q_hw
     kh, kw = k_hw
     rh = resize_rel_pos(rel_pos_h, qh, kh)  # [qh, kh, hd]
@@ -88,8 +93,20 @@ def decomposed_rel_pos_bias(
     r_q = q.reshape(b, qh, qw, dim)
     rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh)  # [B, qh, qw, kh]
     rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)  # [B, qh, qw, kw]
-    bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]  # [B, qh, qw, kh, kw]
-    return bias.reshape(b, qh * qw, kh * kw)
+    return rel_h.reshape(b, qh * qw, kh), rel_w.reshape(b, qh * qw, kw)
+
+
+def decomposed_rel_pos_bias(
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_hw: tuple[int, int],
+    k_hw: tuple[int, int],
+) -> torch.Tensor:
+    """Additive attention bias [B, qh*qw, kh*kw] from the unscaled q [B, qh*qw, hd]."""
+    rel_h, rel_w = decomposed_rel_pos(q, rel_pos_h, rel_pos_w, q_hw, k_hw)
+    b, n, kh = rel_h.shape
+    return (rel_h[:, :, :, None] + rel_w[:, :, None, :]).reshape(b, n, kh * rel_w.shape[-1])
 
 
 class Attention(nn.Module):
@@ -108,10 +125,14 @@ class Attention(nn.Module):
         # [3, B, nh, HW, hd]: q rows of all heads first, then k, then v
         qkv = self.qkv(x).reshape(b, h * w, 3, nh, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, nh, HW, hd]
-        bias = decomposed_rel_pos_bias(
+        rel_h, rel_w = decomposed_rel_pos(
             q.reshape(b * nh, h * w, -1), self.rel_pos_h, self.rel_pos_w, (h, w), (h, w)
-        ).view(b, nh, h * w, h * w)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # default 1/sqrt(hd)
+        )
+        # SDPA with bias rel_h[.., i] + rel_w[.., j] for key (i, j), default 1/sqrt(hd) scale;
+        # the reference on CPU, a fused Triton kernel on CUDA (kernels/window_attention.py).
+        out = dispatch.window_attention(
+            q, k, v, rel_h.view(b, nh, h * w, h).to(q.dtype), rel_w.view(b, nh, h * w, w).to(q.dtype)
+        )
         out = out.view(b, nh, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
         return self.proj(out)
 

@@ -138,3 +138,31 @@ def test_bad_params_raise():
         SamplingParams(top_p=0).validate()
     with pytest.raises(ValueError, match="ngram"):
         SamplingParams(ngram=(5, 3)).validate()
+
+
+def test_sampled_generation_seeded_and_within_top_p(tiny_model, seed):
+    rng = random.Random(seed)
+    rows = [prompt(tiny_model, n, rng) for n in (2, 6)]
+    params = SamplingParams(max_new_tokens=10, temperature=0.9, top_p=0.8, ngram=None, stop_ids=(10**6,))
+    runs = [
+        generate(
+            tiny_model,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            params,
+            generator=torch.Generator().manual_seed(seed),
+            return_scores=True,
+        )
+        for _ in range(2)
+    ]
+    assert runs[0].sequences == runs[1].sequences
+    for step, scores in enumerate(runs[0].scores):
+        probs = torch.softmax(scores / 0.9, dim=-1)
+        for row in range(2):
+            if step >= len(runs[0].sequences[row]):
+                continue
+            tok = runs[0].sequences[row][step]
+            # the sampled token lies in the smallest set of top tokens whose mass reaches top_p
+            p_sorted, order = probs[row].sort(descending=True)
+            keep = order[(p_sorted.cumsum(0) - p_sorted) <= 0.8]
+            assert tok in keep.tolist()
