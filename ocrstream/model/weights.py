@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -270,8 +271,10 @@ def save_snapshot(
     folder: str | Path,
     dtype: torch.dtype | None = None,
     max_shard_bytes: int | None = None,
+    tokenizer: str | Path | None = None,
 ) -> list[Path]:
-    """Write config.json + safetensors (one official-named file, or shards + index)."""
+    """Write config.json + safetensors (one official-named file, or shards + index), and copy
+    ``tokenizer`` (a tokenizer.json) beside them when given."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -305,6 +308,11 @@ def save_snapshot(
         total_size = sum(t.numel() * t.element_size() for t in state.values())
         index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
         (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+    if tokenizer is not None:
+        src = Path(tokenizer)
+        src = src / "tokenizer.json" if src.is_dir() else src
+        if src.resolve() != (folder / "tokenizer.json").resolve():
+            shutil.copyfile(src, folder / "tokenizer.json")
     log.info("saved %d tensors in %d file(s) to %s", len(state), total, folder)
     return paths
 

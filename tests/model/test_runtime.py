@@ -19,14 +19,14 @@ MODE = Mode("t256", 256, 128, True, no_tile_max=200)
 
 @pytest.fixture
 def snapshot(tmp_path, seed):
-    tok_path = make_tokenizer(tmp_path / "snap")
+    tok_path = make_tokenizer(tmp_path / "tok")
     from tokenizers import Tokenizer
 
     vocab = Tokenizer.from_file(str(tok_path)).get_vocab_size()
     model = DeepseekOCRForCausalLM(tiny_config_for(vocab)).eval()
     with torch.no_grad():
         model.lm_head.weight.normal_(std=0.5)
-    save_snapshot(model, tmp_path / "snap")
+    save_snapshot(model, tmp_path / "snap", tokenizer=tok_path)
     return tmp_path / "snap"
 
 
