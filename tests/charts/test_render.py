@@ -1,0 +1,275 @@
+"""Every ci/*-values.yaml scenario lints, renders, and validates against the Kubernetes, KEDA and
+Prometheus Operator schemas; then the properties the deployment relies on are asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from .helmlib import CHART, CI_VALUES, RELEASE, Rendered, load_values, render
+
+SCHEMAS = Path(__file__).parent / "schemas"
+KUBE_VERSIONS = ("1.30", "1.37")  # oldest we document, newest the validator ships
+CRD_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): SCHEMAS / "keda-scaledobject.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor.json",
+}
+LAG_SCALED = ("rasterizer", "encoder", "decoder", "assembler")
+IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
+
+
+@pytest.fixture(scope="module", params=CI_VALUES, ids=IDS)
+def scenario(request: pytest.FixtureRequest, helm: Any) -> tuple[dict[str, Any], Rendered]:
+    values = load_values(request.param)
+    return values, render(helm, values)
+
+
+def _chart_values(values: dict[str, Any]) -> dict[str, Any]:
+    from .helmlib import deep_merge
+
+    return deep_merge(yaml.safe_load((CHART / "values.yaml").read_text()), values)
+
+
+def test_scenarios_exist() -> None:
+    assert {"default", "dev-infra", "hpa", "gpu", "external-secrets", "fixed-replicas"} <= set(IDS)
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=IDS)
+def test_lint(helm: Any, values_file: Path) -> None:
+    report = helm.lint(str(CHART), load_values(values_file), strict=True, namespace="ocr")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert report["total_charts_linted"] == 1
+    assert problems == [], problems
+
+
+def test_objects_validate_against_schemas(scenario: tuple[dict[str, Any], Rendered]) -> None:
+    _, rendered = scenario
+    assert rendered.objects, "nothing rendered"
+    crd_validators = {
+        k: jsonschema.Draft202012Validator(json.loads(p.read_text())) for k, p in CRD_SCHEMAS.items()
+    }
+    for obj in rendered.objects:
+        key = (obj["apiVersion"], obj["kind"])
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        if key in crd_validators:
+            errors = [f"{list(e.path)}: {e.message}" for e in crd_validators[key].iter_errors(obj)]
+            assert errors == [], f"{where}: {errors}"
+            continue
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{where} invalid for Kubernetes {version}: {list(exc.path)}: {exc.message}")
+
+
+def test_names_unique_per_kind(scenario: tuple[dict[str, Any], Rendered]) -> None:
+    _, rendered = scenario
+    seen = [(o["kind"], o["metadata"]["name"]) for o in rendered.objects]
+    assert len(seen) == len(set(seen)), sorted(seen)
+
+
+def _pod_specs(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for kind in ("Deployment", "StatefulSet", "Job"):
+        for o in rendered.kind(kind):
+            out.append((f"{kind}/{o['metadata']['name']}", o["spec"]["template"]["spec"]))
+    return out
+
+
+def test_pods_are_locked_down(scenario: tuple[dict[str, Any], Rendered]) -> None:
+    _, rendered = scenario
+    for where, pod in _pod_specs(rendered):
+        assert pod["enableServiceLinks"] is False, where
+        assert pod["automountServiceAccountToken"] is False, where
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, (where, c["name"])
+            assert sc["capabilities"] == {"drop": ["ALL"]}, (where, c["name"])
+            assert sc["runAsNonRoot"] is True, (where, c["name"])
+            if "kafka" not in where:  # the dev broker image writes its config at start (dev only)
+                assert sc["readOnlyRootFilesystem"] is True, (where, c["name"])
+                # A read-only root needs a writable /tmp.
+                assert "/tmp" in {m["mountPath"] for m in c.get("volumeMounts", [])}, (where, c["name"])
+            assert ":latest" not in c["image"] and ":" in c["image"], c["image"]
+            assert "resources" in c and c["resources"].get("limits", {}).get("memory"), (where, c["name"])
+
+
+def test_labels_come_from_one_helper(scenario: tuple[dict[str, Any], Rendered]) -> None:
+    _, rendered = scenario
+    for o in rendered.objects:
+        labels = o["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "ocrstream"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/part-of"] == "ocrstream"
+        assert labels["helm.sh/chart"] == "ocrstream-0.1.0"
+        assert labels["app.kubernetes.io/component"]
+    for o in rendered.kind("Deployment") + rendered.kind("StatefulSet"):
+        selector = o["spec"]["selector"]["matchLabels"]
+        assert set(selector) == {
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/component",
+        }
+        assert selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_probes_hit_the_health_endpoints(scenario: tuple[dict[str, Any], Rendered]) -> None:
+    values, rendered = scenario
+    v = _chart_values(values)
+    for name in ("ingest", "rasterizer", "encoder", "assembler"):
+        if not v[name]["enabled"]:
+            continue
+        (c,) = rendered.component("Deployment", name)["spec"]["template"]["spec"]["containers"]
+        port = "http" if name == "ingest" else "metrics"
+        want = v["ingest"]["httpPort"] if name == "ingest" else v[name]["metricsPort"]
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {port: want}
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
+        assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": port}
+    pod = rendered.component("Deployment", "decoder")["spec"]["template"]["spec"]
+    triton, consumer = pod["containers"]
+    assert triton["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "triton-http"}
+    assert triton["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "triton-http"}
+    assert consumer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
+def _scaler_trigger(so: dict[str, Any]) -> dict[str, str]:
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    return trigger["metadata"]
+
+
+def test_consumers_scale_on_their_own_group_and_topic(scenario: tuple[dict[str, Any], Rendered]) -> None:
+    values, rendered = scenario
+    v = _chart_values(values)
+    topics = v["kafka"]["topics"]
+    expected = {
+        "rasterizer": ("ocrstream-rasterizer", "ocrstream.documents.submitted"),
+        "encoder": ("ocrstream-encoder", "ocrstream.pages.rasterized"),
+        "decoder": ("ocrstream-decoder", "ocrstream.pages.encoded"),
+        "assembler": ("ocrstream-assembler", "ocrstream.pages.decoded"),
+    }
+    for name in LAG_SCALED:
+        svc = v[name]["consumer"] if name == "decoder" else v[name]
+        bounds = v[name]["autoscaling"]
+        partitions = topics[svc["inputTopic"]]["partitions"]
+        deployment = rendered.component("Deployment", name)
+        if not bounds["enabled"]:
+            assert deployment["spec"]["replicas"] == v[name]["replicas"] <= partitions
+            continue
+        assert "replicas" not in deployment["spec"], "autoscaled Deployments leave replicas to the scaler"
+        if v["keda"]["enabled"]:
+            so = rendered.component("ScaledObject", name)
+            meta = _scaler_trigger(so)
+            assert (meta["consumerGroup"], meta["topic"]) == expected[name]
+            assert so["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+            assert so["spec"]["minReplicaCount"] == bounds["minReplicas"]
+            assert so["spec"]["maxReplicaCount"] == bounds["maxReplicas"] <= partitions
+            assert meta["lagThreshold"] == str(bounds["lagThreshold"])
+            assert meta["allowIdleConsumers"] == "false"
+            assert meta["bootstrapServers"], "KEDA needs the bootstrap"
+        else:
+            hpa = rendered.component("HorizontalPodAutoscaler", name)
+            assert hpa["spec"]["maxReplicas"] == bounds["maxReplicas"] <= partitions
+            externals = [m for m in hpa["spec"]["metrics"] if m["type"] == "External"]
+            if v["hpa"]["lagMetric"]["enabled"]:
+                (ext,) = externals
+                labels = ext["external"]["metric"]["selector"]["matchLabels"]
+                assert (labels["consumergroup"], labels["topic"]) == expected[name]
+            else:
+                assert externals == []
+    if v["keda"]["enabled"]:
+        assert (
+            rendered.kind("HorizontalPodAutoscaler")
+            == [rendered.component("HorizontalPodAutoscaler", "ingest")]
+            or not v["ingest"]["autoscaling"]["enabled"]
+        )
+    else:
+        assert rendered.kind("ScaledObject") == []
+
+
+KEDA_SCENARIOS = [
+    p for p in CI_VALUES if p.name in ("default-values.yaml", "gpu-values.yaml", "dev-infra-values.yaml")
+]
+
+
+@pytest.mark.parametrize("values_file", KEDA_SCENARIOS, ids=lambda p: p.name)
+def test_encoder_and_decoder_scalers_are_separate(helm: Any, values_file: Path) -> None:
+    values = load_values(values_file)
+    rendered = render(helm, values)
+    v = _chart_values(values)
+    enc = rendered.component("ScaledObject", "encoder")
+    dec = rendered.component("ScaledObject", "decoder")
+    assert enc["metadata"]["name"] != dec["metadata"]["name"]
+    assert enc["spec"]["scaleTargetRef"]["name"].endswith("-encoder")
+    assert dec["spec"]["scaleTargetRef"]["name"].endswith("-decoder")
+    em, dm = _scaler_trigger(enc), _scaler_trigger(dec)
+    assert (em["consumerGroup"], em["topic"]) == ("ocrstream-encoder", "ocrstream.pages.rasterized")
+    assert (dm["consumerGroup"], dm["topic"]) == ("ocrstream-decoder", "ocrstream.pages.encoded")
+    # Bounds and thresholds come from each service's own values.
+    for so, meta, name in ((enc, em, "encoder"), (dec, dm, "decoder")):
+        bounds = v[name]["autoscaling"]
+        assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (
+            bounds["minReplicas"],
+            bounds["maxReplicas"],
+        )
+        assert meta["lagThreshold"] == str(bounds["lagThreshold"])
+    assert em["lagThreshold"] != dm["lagThreshold"]
+
+
+def test_deployment_annotations_feed_cluster_status(scenario: tuple[dict[str, Any], Rendered]) -> None:
+    values, rendered = scenario
+    v = _chart_values(values)
+    for name in LAG_SCALED:
+        ann = rendered.component("Deployment", name)["metadata"]["annotations"]
+        svc = v[name]["consumer"] if name == "decoder" else v[name]
+        assert ann["ocrstream.io/consumer-group"] == svc["consumerGroup"]
+        assert ann["ocrstream.io/input-topic"] == v["kafka"]["topics"][svc["inputTopic"]]["name"]
+        assert ann["ocrstream.io/partitions"] == str(v["kafka"]["topics"][svc["inputTopic"]]["partitions"])
+
+
+def test_every_consumer_has_pdb_and_networkpolicy(scenario: tuple[dict[str, Any], Rendered]) -> None:
+    values, rendered = scenario
+    for name in ("ingest", *LAG_SCALED):
+        pdb = rendered.component("PodDisruptionBudget", name)
+        assert pdb["spec"]["maxUnavailable"] == 1
+        np = rendered.component("NetworkPolicy", name)
+        assert np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == name
+        ports = {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]}
+        assert ports, name
+        if name == "decoder":
+            # Triton's HTTP/gRPC stay pod-local (the consumer sidecar uses localhost); metrics only.
+            assert ports == {8002, 9100}
+
+
+def test_env_wiring(scenario: tuple[dict[str, Any], Rendered]) -> None:
+    values, rendered = scenario
+    v = _chart_values(values)
+    cm = rendered.component("ConfigMap", "config")["data"]
+    assert cm["OCRSTREAM_KAFKA_BOOTSTRAP"]
+    assert cm["OCRSTREAM_S3_ENDPOINT"].startswith("http")
+    for key, topic in v["kafka"]["topics"].items():
+        assert cm[f"OCRSTREAM_TOPIC_{key.upper()}"] == topic["name"]
+    (c,) = rendered.component("Deployment", "encoder")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["OCRSTREAM_ENCODER_CONSUMER_GROUP"]["value"] == "ocrstream-encoder"
+    assert env["OCRSTREAM_ENCODER_INPUT_TOPIC"]["value"] == "ocrstream.pages.rasterized"
+    assert env["OCRSTREAM_ENCODER_OUTPUT_TOPIC"]["value"] == "ocrstream.pages.encoded"
+    for var in ("OCRSTREAM_REDIS_URL", "OCRSTREAM_S3_ACCESS_KEY", "OCRSTREAM_S3_SECRET_KEY"):
+        ref = env[var]["valueFrom"]["secretKeyRef"]
+        if var == "OCRSTREAM_REDIS_URL" and v["redis"]["existingSecret"]:
+            assert ref == {"name": v["redis"]["existingSecret"], "key": v["redis"]["existingSecretKey"]}
+        elif var != "OCRSTREAM_REDIS_URL" and v["objectStore"]["existingSecret"]:
+            assert ref["name"] == v["objectStore"]["existingSecret"]
+        else:
+            assert ref["name"] == f"{RELEASE}-ocrstream-credentials"
+            secret = rendered.component("Secret", "credentials")["stringData"]
+            assert secret[ref["key"]], f"{var} empty in the chart's Secret"

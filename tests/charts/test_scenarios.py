@@ -1,0 +1,141 @@
+"""What each scenario file is for: GPU placement, dev infrastructure, external secrets, telemetry."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from .helmlib import CHART, RELEASE, load_values, render
+
+CI = CHART / "ci"
+
+
+def _containers(rendered: Any, component: str) -> dict[str, dict[str, Any]]:
+    pod = rendered.component("Deployment", component)["spec"]["template"]["spec"]
+    return {c["name"]: c for c in pod["containers"]}
+
+
+def test_gpu_scenario_requests_gpus_and_places_experts(helm: Any) -> None:
+    rendered = render(helm, load_values(CI / "gpu-values.yaml"))
+    enc = _containers(rendered, "encoder")["encoder"]
+    assert enc["image"] == "registry.internal/ocrstream/ocrstream-encoder-cuda:0.1.0-ci"
+    assert enc["resources"]["limits"]["nvidia.com/gpu"] == 1
+    dec_pod = rendered.component("Deployment", "decoder")["spec"]["template"]["spec"]
+    assert dec_pod["runtimeClassName"] == "nvidia"
+    triton = _containers(rendered, "decoder")["triton"]
+    assert triton["image"] == "registry.internal/ocrstream/ocrstream-decoder:0.1.0-ci"
+    assert triton["command"] == ["tritonserver"]
+    assert "--model-repository=/opt/ocrstream/model_repo" in triton["args"]
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == 2
+    shm = next(v for v in dec_pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+    consumer = _containers(rendered, "decoder")["consumer"]
+    env = {e["name"]: e.get("value") for e in consumer["env"]}
+    assert env["OCRSTREAM_DECODER_TRITON_URL"] == "localhost:8001"
+    assert "nvidia.com/gpu" not in consumer["resources"].get("limits", {})
+
+    placement = json.loads(rendered.component("ConfigMap", "decoder-placement")["data"]["placement.json"])
+    assert (placement["num_experts"], placement["num_shards"], placement["strategy"]) == (64, 8, "strided")
+    assert [s["model"] for s in placement["shards"]] == [f"expert_shard_{i}" for i in range(8)]
+    assert [s["device"] for s in placement["shards"]] == [i % 2 for i in range(8)]
+    e = random.randrange(64)
+    assert e in placement["shards"][e % 8]["experts"]
+    assert sorted(x for s in placement["shards"] for x in s["experts"]) == list(range(64))
+
+
+def test_default_placement_is_contiguous(helm: Any) -> None:
+    count, shards = random.choice([(64, 4), (64, 16), (12, 3), (8, 8)])
+    values = load_values(
+        CI / "default-values.yaml", overrides={"decoder": {"experts": {"count": count, "shards": shards}}}
+    )
+    rendered = render(helm, values)
+    placement = json.loads(rendered.component("ConfigMap", "decoder-placement")["data"]["placement.json"])
+    per = count // shards
+    assert [s["experts"] for s in placement["shards"]] == [
+        list(range(i * per, (i + 1) * per)) for i in range(shards)
+    ]
+    assert {s["device"] for s in placement["shards"]} == {0}
+
+
+def test_dev_infra_points_services_at_in_cluster_backends(helm: Any) -> None:
+    rendered = render(helm, load_values(CI / "dev-infra-values.yaml"))
+    prefix = f"{RELEASE}-ocrstream"
+    cm = rendered.component("ConfigMap", "config")["data"]
+    assert cm["OCRSTREAM_KAFKA_BOOTSTRAP"] == f"{prefix}-kafka:9092"
+    assert cm["OCRSTREAM_S3_ENDPOINT"] == f"http://{prefix}-minio:9000"
+    assert cm["OCRSTREAM_OTLP_ENDPOINT"] == f"http://{prefix}-otel-collector:4318"
+    secret = rendered.component("Secret", "credentials")["stringData"]
+    assert secret["redis-url"] == f"redis://{prefix}-redis:6379/0"
+    minio = rendered.component("Secret", "minio")["stringData"]
+    assert (secret["s3-access-key"], secret["s3-secret-key"]) == (
+        minio["MINIO_ROOT_USER"],
+        minio["MINIO_ROOT_PASSWORD"],
+    )
+    so = rendered.component("ScaledObject", "encoder")
+    assert so["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == f"{prefix}-kafka:9092"
+    kafka = rendered.component("StatefulSet", "kafka")
+    env = {e["name"]: e["value"] for e in kafka["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{prefix}-kafka:9092"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # partitions come from the topics Job
+    job = rendered.component("Job", "topics")
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    values = load_values(CHART / "values.yaml")
+    for topic in values["kafka"]["topics"].values():
+        assert f'ensure "{topic["name"]}" {topic["partitions"]}' in script
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    collector = rendered.component("ConfigMap", "otel-collector")["data"]["collector.yaml"]
+    assert "otlp" in collector and "memory_limiter" in collector
+
+
+def test_production_scenario_has_no_dev_infra(helm: Any) -> None:
+    rendered = render(helm, load_values(CI / "default-values.yaml"))
+    components = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in rendered.objects}
+    assert not components & {"kafka", "redis", "minio", "topics", "otel-collector"}
+    assert rendered.kind("StatefulSet") == [] and rendered.kind("Job") == []
+
+
+def test_external_secrets_scenario(helm: Any) -> None:
+    rendered = render(helm, load_values(CI / "external-secrets-values.yaml"))
+    assert rendered.kind("Secret") == [], "all credentials come from existing Secrets"
+    env = {e["name"]: e for e in _containers(rendered, "rasterizer")["rasterizer"]["env"]}
+    assert env["OCRSTREAM_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ocrstream-s3",
+        "key": "AWS_SECRET_ACCESS_KEY",
+    }
+    assert env["OCRSTREAM_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ocrstream-redis",
+        "key": "url",
+    }
+    so = rendered.component("ScaledObject", "decoder")
+    assert so["spec"]["triggers"][0]["authenticationRef"] == {"name": "ocrstream-kafka-sasl"}
+    np = rendered.component("NetworkPolicy", "encoder")
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert np["spec"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert {"port": 9093, "protocol": "TCP"} in np["spec"]["egress"][2]["ports"]
+    ingest_np = rendered.component("NetworkPolicy", "ingest")
+    assert ingest_np["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "gateway"
+    }
+    (sm,) = rendered.kind("ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    assert {e["port"] for e in sm["spec"]["endpoints"]} == {"metrics", "http", "triton-metrics"}
+    cm = rendered.component("ConfigMap", "config")["data"]
+    assert cm["OCRSTREAM_OTLP_ENDPOINT"] == "http://otel-gateway.observability.svc:4318"
+
+
+def test_hpa_fallback_scenario(helm: Any) -> None:
+    rendered = render(helm, load_values(CI / "hpa-values.yaml"))
+    assert rendered.kind("ScaledObject") == []
+    names = sorted(h["metadata"]["name"] for h in rendered.kind("HorizontalPodAutoscaler"))
+    assert names == sorted(
+        f"{RELEASE}-ocrstream-{c}" for c in ("ingest", "rasterizer", "encoder", "decoder", "assembler")
+    )
+    hpa = rendered.component("HorizontalPodAutoscaler", "decoder")
+    cpu = next(m for m in hpa["spec"]["metrics"] if m["type"] == "Resource")
+    assert cpu["resource"]["target"]["averageUtilization"] == 60
+    ext = next(m for m in hpa["spec"]["metrics"] if m["type"] == "External")
+    assert ext["external"]["target"] == {"type": "AverageValue", "averageValue": "8"}
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
