@@ -1,0 +1,92 @@
+"""EPLB-style placement planner (pure functions): replicate hot experts, pack to balance shards.
+
+Follows the idea of DeepSeek's expert-parallel load balancer: per MoE layer, (1) give the extra
+slots to the experts with the highest load per replica, one at a time; (2) place replicas, heaviest
+first, on the least-loaded shard that has a free slot and does not already hold that expert. The
+objective is the most loaded shard for the observed token counts; replicas of an expert share its
+tokens evenly (the decoder splits them that way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ocrstream.serving.placement import Placement, PlacementError
+
+
+def shard_loads(placement: Placement, counts: Mapping[int, Sequence[float]]) -> dict[int, np.ndarray]:
+    """Layer -> expected tokens per shard when each expert's tokens split evenly over its replicas."""
+    out = {}
+    for layer, per in placement.layers.items():
+        c = np.asarray(counts[layer], dtype=np.float64)
+        reps = placement.replicas(layer)
+        load = np.zeros(len(per))
+        for e, shards in enumerate(reps):
+            for s in shards:
+                load[s] += c[e] / len(shards)
+        out[layer] = load
+    return out
+
+
+def imbalance(placement: Placement, counts: Mapping[int, Sequence[float]]) -> float:
+    """max / mean shard load, summed over layers (1.0 = perfect balance)."""
+    loads = shard_loads(placement, counts)
+    total = np.sum([v for v in loads.values()], axis=0)
+    return float(total.max() / total.mean()) if total.mean() > 0 else 1.0
+
+
+def plan_layer(counts: Sequence[float], n_shards: int, slots: int) -> tuple[tuple[int, ...], ...]:
+    """One layer: ``counts[e]`` observed tokens, ``slots`` experts per shard -> experts per shard."""
+    c = np.asarray(counts, dtype=np.float64)
+    n_experts = len(c)
+    if n_shards * slots < n_experts:
+        raise PlacementError(f"{n_shards} shards x {slots} slots cannot hold {n_experts} experts")
+    if slots > n_experts:
+        raise PlacementError(f"{slots} slots per shard exceed {n_experts} experts (a shard holds each once)")
+    # A tiny floor keeps never-seen experts ordered and placed.
+    c = np.maximum(c, 1e-9)
+    replicas = np.ones(n_experts, dtype=np.int64)
+    for _ in range(n_shards * slots - n_experts):
+        per = c / replicas
+        order = np.argsort(-per, kind="stable")
+        for e in order:  # an expert can have at most one replica per shard
+            if replicas[e] < n_shards:
+                replicas[e] += 1
+                break
+    items = [(c[e] / replicas[e], e) for e in range(n_experts) for _ in range(replicas[e])]
+    items.sort(key=lambda t: (-t[0], t[1]))
+    load = np.zeros(n_shards)
+    held: list[list[int]] = [[] for _ in range(n_shards)]
+    for w, e in items:
+        choices = [s for s in range(n_shards) if len(held[s]) < slots and e not in held[s]]
+        if not choices:
+            raise PlacementError(f"packing failed for expert {e} (replicas {replicas.tolist()})")
+        s = min(choices, key=lambda s: (load[s], len(held[s]), s))
+        held[s].append(e)
+        load[s] += w
+    return tuple(tuple(sorted(h)) for h in held)
+
+
+def plan(
+    counts: Mapping[int, Sequence[float]],
+    n_shards: int,
+    slots_per_shard: int | None = None,
+    version: int = 1,
+) -> Placement:
+    """A placement for every layer in ``counts`` (layer -> tokens per expert).
+
+    ``slots_per_shard`` defaults to ceil(E / K) + 1: one spare slot per shard for a hot replica.
+    """
+    if not counts:
+        raise PlacementError("no load counts to plan from")
+    n_experts = {len(v) for v in counts.values()}
+    if len(n_experts) != 1:
+        raise PlacementError(f"layers report different expert counts {sorted(n_experts)}")
+    (e,) = n_experts
+    slots = slots_per_shard if slots_per_shard is not None else min(e, -(-e // n_shards) + 1)
+    layers = {int(layer): plan_layer(c, n_shards, slots) for layer, c in counts.items()}
+    p = Placement(version, e, layers)
+    p.validate()
+    return p
