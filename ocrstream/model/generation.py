@@ -57,7 +57,9 @@ def ngram_banned_tokens(
     length = len(tokens)
     if length < n:
         return set()
-    prefix = list(tokens[length - n + 1 :]) if n > 1 else []
+    # Official slicing: tokens[-(n-1):]; for n == 1 that is the whole list, which no (n-1)-gram
+    # equals, so n == 1 bans nothing (kept for parity).
+    prefix = list(tokens[-(n - 1) :])
     banned = set()
     for i in range(max(0, length - window), length - n + 1):
         if list(tokens[i : i + n - 1]) == prefix:

@@ -89,7 +89,7 @@ def test_sampling_is_seeded_and_top_p_limits_support(seed):
 
 def naive_banned(tokens, n, window, whitelist):
     banned = set()
-    if len(tokens) < n:
+    if len(tokens) < n or n == 1:  # the official slicing makes n == 1 a no-op
         return banned
     for start in range(len(tokens) - n + 1):
         if start < len(tokens) - window:
@@ -108,6 +108,7 @@ def test_ngram_rule_examples():
     assert ngram_banned_tokens(t, 3, 100, whitelist=[3]) == set()
     assert ngram_banned_tokens([1, 2], 3, 100) == set()
     assert ngram_banned_tokens([7, 7, 7], 2, 10) == {7}
+    assert ngram_banned_tokens([7, 7, 7], 1, 10) == set()  # official quirk: n == 1 bans nothing
 
 
 def test_ngram_rule_random_against_naive(seed):
