@@ -9,6 +9,8 @@ per-row positions, so a batch of N gives the same tokens as N single runs.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +18,8 @@ import torch
 
 from .deepseek_ocr import DeepseekOCRForCausalLM
 from .moe_decoder import KVCache
+
+log = logging.getLogger(__name__)
 
 # Official (ngram, window) settings per script.
 NGRAM_IMAGE = (30, 90)  # run_dpsk_ocr_image.py and the vLLM README recipe
@@ -135,6 +139,18 @@ def generate(
         raise ValueError(f"pad id {cfg.decoder.pad_token_id} equals the image token id")
     dev = model.device
     ids, mask = left_pad(input_ids, cfg.decoder.pad_token_id, dev)
+    limit = cfg.decoder.max_position_embeddings
+    longest = int(mask.sum(dim=1).max())
+    if longest >= limit:
+        raise ValueError(f"prompt of {longest} tokens leaves no room under max_position_embeddings {limit}")
+    if longest + p.max_new_tokens > limit:
+        log.info(
+            "max_new_tokens %d cut to %d by max_position_embeddings %d",
+            p.max_new_tokens,
+            limit - longest,
+            limit,
+        )
+        p = dataclasses.replace(p, max_new_tokens=limit - longest)
     flat: list[torch.Tensor] = []
     for row in image_embeds or []:
         if row is None:

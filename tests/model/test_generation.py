@@ -167,3 +167,16 @@ def test_sampled_generation_seeded_and_within_top_p(tiny_model, seed):
             p_sorted, order = probs[row].sort(descending=True)
             keep = order[(p_sorted.cumsum(0) - p_sorted) <= 0.8]
             assert tok in keep.tolist()
+
+
+def test_position_limit(tiny_model):
+    limit = tiny_model.config.decoder.max_position_embeddings
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        generate(tiny_model, [[0] + [5] * limit], None, SamplingParams(max_new_tokens=2))
+    out = generate(
+        tiny_model,
+        [[0] + [5] * (limit - 4)],
+        None,
+        SamplingParams(max_new_tokens=50, ngram=None, stop_ids=(10**6,)),
+    )
+    assert len(out.sequences[0]) == 3
