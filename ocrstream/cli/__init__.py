@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "ocrstream.cli.pipeline_cmds",  # submit, status, results, redecode, serve, pipeline
     "ocrstream.cli.train_cmds",  # data, tokenizer, train, eval
     "ocrstream.cli.cluster_cmds",  # cluster status
+    "ocrstream.cli.context_cmds",  # context add, read, stats (optical context compression)
 )
 
 

@@ -113,6 +113,10 @@ class ContextStore:
     def _tok_key(self, seq: int, mode: str) -> str:
         return f"{self.prefix}tokens/{seq:08d}.{mode}.vt"
 
+    def token_key(self, seg: Segment) -> str:
+        """Store/cache key of a kept segment's current vision tokens."""
+        return self._tok_key(seg.seq, seg.mode)
+
     def save_manifest(self) -> None:
         put_json(
             self.store,

@@ -1,0 +1,68 @@
+"""The forgetting planner: budget, age order and caps hold over random insert sequences."""
+
+from __future__ import annotations
+
+import pytest
+
+from ocrstream.compression.planner import plan_cost, plan_levels
+
+
+def _random_costs(rng) -> list[int]:
+    n = rng.randint(1, 5)
+    costs = sorted(rng.sample(range(1, 500), n), reverse=True)
+    return costs
+
+
+def test_random_insert_sequences_keep_budget_order_and_caps(rng):
+    for trial in range(200):
+        costs = _random_costs(rng)
+        budget = rng.randint(0, 3 * costs[0] + 40)
+        half_life = rng.choice([0.5, 1.0, 3.0, 8.0])
+        levels: list[int] = []  # newest first
+        for step in range(rng.randint(1, 30)):
+            caps = [0, *levels]  # a new segment arrives at the sharpest rung
+            levels = plan_levels(costs, len(caps), budget, caps, half_life=half_life)
+            ctx = f"seed={rng.seed_value} trial={trial} step={step} costs={costs} budget={budget} levels={levels}"
+            assert plan_cost(costs, levels) <= budget, ctx
+            cost = [*costs, 0]
+            tokens = [cost[r] for r in levels]
+            # older segments (later in the list) never hold more tokens than newer ones
+            assert all(a >= b for a, b in zip(tokens, tokens[1:], strict=False)), ctx
+            assert all(r >= c for r, c in zip(levels, caps, strict=True)), ctx  # memories never sharpen
+            # nothing fades while the caps already fit
+            if plan_cost(costs, caps) <= budget:
+                assert levels == caps, ctx
+            levels = [r for r in levels if r < len(costs)]  # dropped segments leave the store
+
+
+def test_fading_gradient_newest_sharpest():
+    costs = [31, 21, 13, 7]
+    levels = plan_levels(costs, 8, 100)
+    assert levels[0] == 0  # the present stays sharp
+    assert levels == sorted(levels)
+    assert len(set(levels)) >= 3  # a gradient, not all-or-nothing
+    assert plan_cost(costs, levels) <= 100
+
+
+def test_everything_fits_at_top_rung():
+    assert plan_levels([10, 5], 4, 40) == [0, 0, 0, 0]
+
+
+def test_zero_budget_drops_everything():
+    assert plan_levels([10, 5, 2], 3, 0) == [3, 3, 3]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"costs": [5, 10], "n": 1, "budget": 5}, "strictly decreasing"),
+        ({"costs": [10, 0], "n": 1, "budget": 5}, "positive"),
+        ({"costs": [10, 5], "n": 2, "budget": -1}, "budget"),
+        ({"costs": [10, 5], "n": 2, "budget": 5, "caps": [1, 0]}, "non-decreasing"),
+        ({"costs": [10, 5], "n": 2, "budget": 5, "caps": [0]}, "1 caps for 2"),
+        ({"costs": [10, 5], "n": 1, "budget": 5, "quality": [1.0]}, "quality"),
+    ],
+)
+def test_bad_inputs_name_the_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        plan_levels(**kwargs)
