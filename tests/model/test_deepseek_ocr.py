@@ -102,3 +102,28 @@ def test_embedded_preset_builds_and_runs(seed):
     with torch.no_grad():
         v = model.encode_images(pix)
     assert v.embeds[0].shape == (4 * 5 + 1, cfg.decoder.hidden_size)
+
+
+@pytest.mark.parametrize(
+    ("mode", "size"), [("gundam", (1191, 1684)), ("base", (800, 600)), ("large", (900, 900))]
+)
+def test_official_encoder_shapes_on_meta_device(mode, size):
+    """Official dims end to end (pos/rel-pos interpolation paths included) without allocating."""
+    from ocrstream.model.config import official_config
+    from ocrstream.model.modes import get_mode, num_vision_tokens, tile_grid
+    from ocrstream.model.weights import build_meta_model
+
+    m = build_meta_model(official_config()).eval()
+    m.model.vision_model.embeddings.position_ids = torch.arange(257, device="meta")[None]
+    md = get_mode(mode)
+    cols, rows = tile_grid(md, *size)
+    tiles = (
+        torch.empty(cols * rows, 3, md.image_size, md.image_size, device="meta") if cols * rows > 1 else None
+    )
+    img = ImageInput(
+        torch.empty(3, md.base_size, md.base_size, device="meta"), tiles, (cols, rows), mode, size
+    )
+    with torch.no_grad():
+        v = m.encode_images([img])
+    assert v.embeds[0].shape == (num_vision_tokens(mode, *size), 1280)
+    assert v.global_views.compressed.shape == (1, (md.base_size // 64) ** 2, 2048)
