@@ -10,7 +10,7 @@ Every define takes one dict:
   image      the image values to use ({repository, tag})
   port       the container port serving /healthz, /readyz, /metrics
   portName   "http" for ingest, "metrics" for the consumers
-  gpu        optional {count, resourceName}: adds the extended resource limit
+  gpu        optional {count, resourceName}: adds the extended resource limit (count 0: none)
   lagScaled  (worker.all) true for Kafka consumers scaled on lag; ingest has its own CPU HPA
 */}}
 
@@ -39,7 +39,7 @@ ocrstream.worker.resources: the component's resources plus the GPU limit when .g
 */}}
 {{- define "ocrstream.worker.resources" -}}
 {{- $res := deepCopy (.resources | default dict) -}}
-{{- if .gpu -}}
+{{- if and .gpu (gt (int .gpu.count) 0) -}}
 {{- $limits := get $res "limits" | default dict -}}
 {{- $_ := set $limits .gpu.resourceName (.gpu.count | int) -}}
 {{- $_ := set $res "limits" $limits -}}
