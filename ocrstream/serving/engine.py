@@ -139,6 +139,8 @@ class ShardedExperts:
 
     def _set(self, placement: Placement) -> None:
         self.placement = placement
+        if self.load is not None:
+            self.load.placement_version.set(placement.version)
         self._replicas = {layer: placement.replicas(layer) for layer in placement.layers}
 
     def between_steps(self) -> None:

@@ -11,11 +11,12 @@ import threading
 from collections.abc import Iterable
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
 
 EXPERT_TOKENS = "ocrstream_expert_tokens"
 SHARD_TOKENS = "ocrstream_shard_tokens"
 DECODE_STEPS = "ocrstream_decoder_steps"
+PLACEMENT_VERSION = "ocrstream_placement_version"
 
 
 class ExpertLoad:
@@ -40,6 +41,11 @@ class ExpertLoad:
         )
         self.steps = Counter(
             DECODE_STEPS, "batched forward passes (prefill or decode step)", ["kind"], registry=self.registry
+        )
+        self.placement_version = Gauge(
+            PLACEMENT_VERSION,
+            "placement version the decoder routes by (0 = experts in the decoder)",
+            registry=self.registry,
         )
         self._server = None
 
@@ -78,3 +84,13 @@ def parse_counts(text: str, n_experts: int) -> dict[int, list[int]]:
             layer, e = int(s.labels["layer"]), int(s.labels["expert"])
             out.setdefault(layer, [0] * n_experts)[e] = int(s.value)
     return out
+
+
+def parse_gauge(text: str, name: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        if fam.name == name:
+            for s in fam.samples:
+                return float(s.value)
+    return None
