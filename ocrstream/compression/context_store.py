@@ -71,6 +71,7 @@ class ContextStore:
         *,
         page_size: int | None = None,
         half_life: float = 4.0,
+        keep_sharp: int = 1,
         quality: Sequence[float] | None = None,
         cache_ttl_s: int | None = None,
     ) -> None:
@@ -93,6 +94,7 @@ class ContextStore:
         self.store = store
         self.cache = cache
         self.half_life = float(half_life)
+        self.keep_sharp = int(keep_sharp)
         self.quality = list(quality) if quality is not None else None
         self.cache_ttl_s = cache_ttl_s
         self.renderer = PageRenderer(self.page_size)
@@ -131,6 +133,7 @@ class ContextStore:
                 "budget_tokens": self.budget,
                 "page_size": self.page_size,
                 "half_life": self.half_life,
+                "keep_sharp": self.keep_sharp,
                 "quality": self.quality,
                 "weights_id": getattr(self.model, "weights_id", ""),
                 "next_seq": self.next_seq,
@@ -214,7 +217,9 @@ class ContextStore:
     def _replan(self, fresh: frozenset[int] | set[int] = frozenset()) -> None:
         newest_first = self.segments[::-1]
         caps = [s.rung for s in newest_first]
-        levels = plan_levels(self.costs, len(caps), self.budget, caps, self.quality, self.half_life)
+        levels = plan_levels(
+            self.costs, len(caps), self.budget, caps, self.quality, self.half_life, self.keep_sharp
+        )
         assert plan_cost(self.costs, levels) <= self.budget  # planner contract
         drop = len(self.ladder)
         for seg, rung in zip(newest_first, levels, strict=True):
@@ -279,6 +284,12 @@ class ContextStore:
     def prefix_tokens(self) -> list[VisionTokens]:
         """The kept context as one multi-image decoder prefix, oldest first."""
         return [vt for _, vt in self.read_tokens()]
+
+    def prefix_prompt(self, question: str = "Free OCR.", n_images: int | None = None) -> str:
+        """A raw prompt with one ``<image>`` per kept segment, then ``question``; pass it with
+        ``prefix_tokens()`` to ``OcrModel.decode([tokens], prompt=...)``."""
+        n = len(self.segments) if n_images is None else n_images
+        return "<image>\n" * n + question
 
     def read_text(self, max_new_tokens: int = 256, batch: int = 8) -> list[ReadSegment]:
         """Each kept segment read back through the decoder (free OCR), oldest first."""

@@ -13,7 +13,8 @@ such that
 Starting from the caps, it repeatedly demotes by one rung the segment that loses the least value
 per token saved, among those whose demotion keeps the order. Value = age weight x rung quality:
 the weight halves every ``half_life`` segments, so old segments fade first while a sharp rung
-far from the present can still give way before an old blurry one is dropped entirely.
+far from the present can still give way before an old blurry one is dropped entirely. The newest
+``keep_sharp`` segments (default 1: the present) give way only when nothing older is left.
 """
 
 from __future__ import annotations
@@ -54,12 +55,16 @@ def plan_levels(
     caps: Sequence[int] | None = None,
     quality: Sequence[float] | None = None,
     half_life: float = 4.0,
+    keep_sharp: int = 1,
 ) -> list[int]:
-    """Rung per segment (newest first) under ``budget``; see the module doc for the rules."""
+    """Rung per segment (newest first) under ``budget``; see the module doc for the rules.
+
+    The ``keep_sharp`` newest segments fade only once every older segment is gone.
+    """
     quality = list(quality) if quality is not None else default_quality(costs)
     _check(costs, n, budget, caps, quality)
-    if half_life <= 0:
-        raise ValueError(f"half_life must be positive, got {half_life}")
+    if half_life <= 0 or keep_sharp < 0:
+        raise ValueError(f"half_life must be positive and keep_sharp >= 0, got {half_life}, {keep_sharp}")
     drop = len(costs)
     cost = [*costs, 0]
     qual = [*quality, 0.0]
@@ -75,7 +80,7 @@ def plan_levels(
                 continue  # the next older segment would become sharper than this one
             saved = cost[r] - cost[r + 1]
             loss = weight[i] * max(0.0, qual[r] - qual[r + 1])
-            key = (loss / saved, -i)  # cheapest value per token; ties: the oldest
+            key = (i < keep_sharp, loss / saved, -i)  # pinned last, then cheapest value per token, oldest
             if best_key is None or key < best_key:
                 best, best_key = i, key
         # the oldest kept segment is always demotable, so best >= 0 while total > 0

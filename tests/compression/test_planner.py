@@ -18,10 +18,11 @@ def test_random_insert_sequences_keep_budget_order_and_caps(rng):
         costs = _random_costs(rng)
         budget = rng.randint(0, 3 * costs[0] + 40)
         half_life = rng.choice([0.5, 1.0, 3.0, 8.0])
+        keep = rng.randint(0, 2)
         levels: list[int] = []  # newest first
         for step in range(rng.randint(1, 30)):
             caps = [0, *levels]  # a new segment arrives at the sharpest rung
-            levels = plan_levels(costs, len(caps), budget, caps, half_life=half_life)
+            levels = plan_levels(costs, len(caps), budget, caps, half_life=half_life, keep_sharp=keep)
             ctx = f"seed={rng.seed_value} trial={trial} step={step} costs={costs} budget={budget} levels={levels}"
             assert plan_cost(costs, levels) <= budget, ctx
             cost = [*costs, 0]
@@ -29,6 +30,9 @@ def test_random_insert_sequences_keep_budget_order_and_caps(rng):
             # older segments (later in the list) never hold more tokens than newer ones
             assert all(a >= b for a, b in zip(tokens, tokens[1:], strict=False)), ctx
             assert all(r >= c for r, c in zip(levels, caps, strict=True)), ctx  # memories never sharpen
+            # a pinned (newest) segment faded only if every older segment is gone
+            if any(levels[i] > caps[i] for i in range(min(keep, len(levels)))):
+                assert all(r == len(costs) for r in levels[keep:]), ctx
             # nothing fades while the caps already fit
             if plan_cost(costs, caps) <= budget:
                 assert levels == caps, ctx
