@@ -128,7 +128,7 @@ def contiguous_placement(
     """Experts split into ``n_shards`` contiguous ranges, the same for every layer (no replicas)."""
     if n_shards < 1 or n_shards > n_experts:
         raise PlacementError(f"need 1 <= shards <= experts, got {n_shards} shards for {n_experts} experts")
-    bounds = [round(i * n_experts / n_shards) for i in range(n_shards + 1)]
+    bounds = [i * n_experts // n_shards for i in range(n_shards + 1)]
     per = tuple(tuple(range(bounds[s], bounds[s + 1])) for s in range(n_shards))
     p = Placement(version, n_experts, {int(layer): per for layer in moe_layers})
     p.validate()
