@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from PIL import Image
 
@@ -99,3 +101,87 @@ def choose_mode(
 
 def is_auto(mode: str | Mode | None) -> bool:
     return isinstance(mode, str) and mode.lower() == AUTO
+
+
+# ---- hooks for the `ocr` CLI and the pipeline's encoder ------------------------------------------
+MARGIN_TO_BASE = 0.02  # auto may give up at most this much expected precision against Base
+
+
+@dataclass(frozen=True)
+class AutoPolicy:
+    """What ``--mode auto`` optimises for one model: its curve, candidates and target."""
+
+    curve: CompressionCurve
+    target: float = DEFAULT_TARGET
+    reference: str | None = None  # the model's Base rung; None = absolute target only
+    margin: float = MARGIN_TO_BASE
+
+    def choose(
+        self,
+        image: Image.Image | None,
+        text_layer_chars: int | None = None,
+        page_size: tuple[int, int] | None = None,
+    ) -> ModeChoice:
+        return choose_mode(
+            image,
+            text_layer_chars,
+            self.curve,
+            self.target,
+            reference=self.reference,
+            margin=self.margin,
+            page_size=page_size,
+        )
+
+
+def policy_for(checkpoint_dir: str | None = None) -> AutoPolicy:
+    """The policy for a model folder ("" / None = the shipped model), cached per folder."""
+    return _policy_for(str(checkpoint_dir or ""))
+
+
+@lru_cache(maxsize=8)
+def _policy_for(checkpoint_dir: str) -> AutoPolicy:
+    from ocrstream.compression.curve import curve_for
+    from ocrstream.model.config import DeepseekOCRConfig
+    from ocrstream.model.runtime import SHIPPED_MODEL_DIR
+
+    folder = Path(checkpoint_dir) if checkpoint_dir else SHIPPED_MODEL_DIR
+    cfg_path = folder / "config.json"
+    cfg = DeepseekOCRConfig.from_json_file(cfg_path) if cfg_path.exists() else None
+    curve = curve_for(folder, cfg.name if cfg is not None else None)
+    ref = None
+    for name in ("base", str(cfg.sam.img_size) if cfg is not None else ""):
+        if name in curve.modes:
+            ref = name
+            break
+    return AutoPolicy(curve, reference=ref)
+
+
+def resolve_mode(
+    mode: str,
+    image: Image.Image,
+    checkpoint_dir: str | None = None,
+    text_layer_chars: int | None = None,
+    page: str = "",
+) -> str:
+    """``"auto"`` -> this page's mode (choice and reason logged); any other mode unchanged."""
+    if not is_auto(mode):
+        return mode
+    choice = policy_for(checkpoint_dir).choose(image, text_layer_chars)
+    log.info("auto mode %s: %s (%s)", page or "page", choice.mode, choice.reason)
+    return choice.mode
+
+
+def encode_batch_auto(
+    model, images: Sequence[Image.Image], mode: str | Mode | None, checkpoint_dir=None
+) -> list:  # noqa: ANN001
+    """``model.encode_batch`` that also takes ``"auto"``: one mode per page, order kept."""
+    if not is_auto(mode):
+        return model.encode_batch(images, mode)
+    groups: dict[str, list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(resolve_mode(AUTO, img, checkpoint_dir, page=f"#{i + 1}"), []).append(i)
+    out: list = [None] * len(images)
+    for m, idx in groups.items():
+        for i, vt in zip(idx, model.encode_batch([images[i] for i in idx], m), strict=True):
+            out[i] = vt
+    return out
