@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=os.environ.get("OCRSTREAM_NAMESPACE", "ocrstream"),
         help="namespace of the release",
     )
+    s.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
     s.add_argument("--context", default=None, help="kubeconfig context (default: current)")
     s.add_argument("--release", default=None, help="Helm release name (default: every ocrstream release)")
     s.add_argument(
@@ -44,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="measure lag twice, SECONDS apart, to judge the trend",
     )
+    s.add_argument("--kafka-timeout", type=float, default=10.0, metavar="SECONDS", help="per Kafka request")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--check", action="store_true", help="exit 1 unless encoder and decoder keep up")
     s.set_defaults(func=cmd_status)
@@ -54,7 +58,11 @@ LagFn = Callable[[str, str, list[str]], Mapping[str, Any]]
 
 
 def measure_lags(
-    workloads: list[Mapping[str, Any]], bootstrap: str | None, lag_fn: LagFn = group_lag
+    workloads: list[Mapping[str, Any]],
+    bootstrap: str | None,
+    *,
+    timeout_s: float = 10.0,
+    lag_fn: LagFn = group_lag,
 ) -> dict[str, Any]:
     """Lag per consumer group of the given workloads; a failure becomes {"error": ...} for that group."""
     lags: dict[str, Any] = {}
@@ -66,7 +74,7 @@ def measure_lags(
             lags[group] = {"error": "no Kafka bootstrap (pass --bootstrap)"}
             continue
         try:
-            lags[group] = dict(lag_fn(bootstrap, group, [topic]))
+            lags[group] = dict(lag_fn(bootstrap, group, [topic], timeout_ms=int(timeout_s * 1000)))
         except LagError as exc:
             lags[group] = {"error": str(exc)}
     return lags
@@ -76,7 +84,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ocrstream.cluster.k8s import ClusterReader
 
     try:
-        reader = ClusterReader(args.namespace, context=args.context)
+        reader = ClusterReader(args.namespace, context=args.context, kubeconfig=args.kubeconfig)
         workloads = reader.workloads(args.release)
         scalers = reader.scalers(args.release)
         bootstrap = args.bootstrap or reader.kafka_bootstrap(args.release)
@@ -88,9 +96,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
     previous = None
     if args.sample > 0:
-        previous = measure_lags(workloads, bootstrap)
+        previous = measure_lags(workloads, bootstrap, timeout_s=args.kafka_timeout)
         time.sleep(args.sample)
-    lags = measure_lags(workloads, bootstrap)
+    lags = measure_lags(workloads, bootstrap, timeout_s=args.kafka_timeout)
     rows = st.build_status(workloads, scalers, lags, previous_lags=previous, interval_s=args.sample or None)
     ok = st.keeping_up(rows)
     if args.json:

@@ -118,14 +118,26 @@ def merge_scalers(scaled_objects: list[dict[str, Any]], hpas: list[dict[str, Any
 
 
 class ClusterReader:
-    """Reads one namespace. `api_client` defaults to the kubeconfig (context) or in-cluster config."""
+    """Reads one namespace. `api_client` defaults to the kubeconfig (file, context) or in-cluster config."""
 
-    def __init__(self, namespace: str, *, context: str | None = None, api_client: Any = None) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        *,
+        context: str | None = None,
+        kubeconfig: str | None = None,
+        api_client: Any = None,
+    ) -> None:
+        import os
+
         from kubernetes import client, config
 
         if api_client is None:
             try:
-                config.load_kube_config(context=context)
+                # KUBECONFIG is read here, not at the client's import time, so a changed env is honoured.
+                config.load_kube_config(
+                    config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context
+                )
             except config.ConfigException as kube_exc:
                 try:
                     config.load_incluster_config()

@@ -24,6 +24,7 @@ def _admin(bootstrap: str, timeout_ms: int) -> Any:
         bootstrap_servers=bootstrap.split(","),
         client_id="ocrstream-cluster-status",
         request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
     )
 
 

@@ -7,6 +7,10 @@ run without network or Kubernetes. scripts/install_helm.sh installs and version-
 from __future__ import annotations
 
 import copy
+import importlib
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,18 @@ CHART = REPO / "charts" / "ocrstream"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 RELEASE = "rel"
 NAMESPACE = "ocr"
+
+
+def ensure_helm() -> Any:
+    """Install (idempotently) and import the pinned Helm SDK through scripts/install_helm.sh."""
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install_helm.sh")], env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"scripts/install_helm.sh failed ({proc.returncode}):\n{proc.stderr}")
+    importlib.invalidate_caches()
+    return importlib.import_module("helm_python")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

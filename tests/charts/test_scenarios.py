@@ -20,14 +20,14 @@ def test_gpu_scenario_requests_gpus_and_places_experts(helm: Any) -> None:
     rendered = render(helm, load_values(CI / "gpu-values.yaml"))
     enc = _containers(rendered, "encoder")["encoder"]
     assert enc["image"] == "registry.internal/ocrstream/ocrstream-encoder-cuda:0.1.0-ci"
-    assert enc["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert enc["resources"]["limits"]["nvidia.com/gpu"] == "1"
     dec_pod = rendered.component("Deployment", "decoder")["spec"]["template"]["spec"]
     assert dec_pod["runtimeClassName"] == "nvidia"
     triton = _containers(rendered, "decoder")["triton"]
     assert triton["image"] == "registry.internal/ocrstream/ocrstream-decoder:0.1.0-ci"
     assert triton["command"] == ["tritonserver"]
     assert "--model-repository=/opt/ocrstream/model_repo" in triton["args"]
-    assert triton["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == "2"
     shm = next(v for v in dec_pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     consumer = _containers(rendered, "decoder")["consumer"]

@@ -81,7 +81,7 @@ def test_profile(helm: Any, profile: dict[str, Any]) -> None:
     encoder = rendered.component("Deployment", "encoder")["spec"]["template"]["spec"]["containers"][0]
     if profile["name"] == "gpu":
         assert encoder["image"] == "reg.local/ocrstream_encoder_cuda:dev1"
-        assert encoder["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert encoder["resources"]["limits"]["nvidia.com/gpu"] == "1"
     else:
         assert encoder["image"] == "reg.local/ocrstream_encoder:dev1"
         triton = rendered.component("Deployment", "decoder")["spec"]["template"]["spec"]["containers"][0]

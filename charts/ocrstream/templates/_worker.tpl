@@ -41,7 +41,7 @@ ocrstream.worker.resources: the component's resources plus the GPU limit when .g
 {{- $res := deepCopy (.resources | default dict) -}}
 {{- if and .gpu (gt (int .gpu.count) 0) -}}
 {{- $limits := get $res "limits" | default dict -}}
-{{- $_ := set $limits .gpu.resourceName (.gpu.count | int) -}}
+{{- $_ := set $limits .gpu.resourceName (.gpu.count | int | toString) -}}
 {{- $_ := set $res "limits" $limits -}}
 {{- end -}}
 {{- toYaml $res -}}
