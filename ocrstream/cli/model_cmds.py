@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ocr.add_argument(
         "--mode",
         default=None,
-        help="tiny|small|base|large|gundam|gundam-m or a size spec like 512 / 1024x640 (default: the model's)",
+        help="tiny|small|base|large|gundam|gundam-m, a size spec like 512 / 1024x640, or auto (per page from"
+        " text density; docs/compression.md) (default: the model's)",
     )
     ocr.add_argument(
         "--prompt", default="markdown", help="prompt name (free_ocr, markdown, grounding, ...) or text"
@@ -109,6 +110,7 @@ def load_pages(path: Path, dpi: int = PDF_DPI):  # noqa: ANN201 - list[PIL.Image
 
 
 def cmd_ocr(args: argparse.Namespace) -> int:
+    from ocrstream.compression.hooks import encode_batch_auto
     from ocrstream.model.generation import NGRAM_IMAGE, NGRAM_PDF
     from ocrstream.model.grounding import clean_text, join_pages, to_markdown
     from ocrstream.model.runtime import OcrModel
@@ -135,7 +137,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
         texts, page_json = [], []
         for start in range(0, len(pages), max(1, args.batch)):
             chunk = pages[start : start + args.batch]
-            vts = model.encode_batch(chunk, mode)
+            vts = encode_batch_auto(model, chunk, mode, args.checkpoint)  # compression: also takes "auto"
             results = model.decode(vts, prompt=args.prompt, max_new_tokens=args.max_new_tokens, ngram=ngram)
             for offset, (img, res) in enumerate(zip(chunk, results, strict=True)):
                 page_no = start + offset

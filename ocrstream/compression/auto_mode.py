@@ -20,12 +20,12 @@ from PIL import Image
 
 from ocrstream.compression.curve import CompressionCurve
 from ocrstream.compression.density import estimate
+from ocrstream.compression.hooks import AUTO, is_auto  # noqa: F401 - re-exported
 from ocrstream.compression.ladder import page_tokens
 from ocrstream.model.modes import Mode, get_mode
 
 log = logging.getLogger(__name__)
 
-AUTO = "auto"
 DEFAULT_TARGET = 0.95
 
 
@@ -99,10 +99,6 @@ def choose_mode(
     return ModeChoice(m.name, reason, exp, text_tokens, cost, ratio, est.source)
 
 
-def is_auto(mode: str | Mode | None) -> bool:
-    return isinstance(mode, str) and mode.lower() == AUTO
-
-
 # ---- hooks for the `ocr` CLI and the pipeline's encoder ------------------------------------------
 MARGIN_TO_BASE = 0.02  # auto may give up at most this much expected precision against Base
 
@@ -154,34 +150,3 @@ def _policy_for(checkpoint_dir: str) -> AutoPolicy:
             ref = name
             break
     return AutoPolicy(curve, reference=ref)
-
-
-def resolve_mode(
-    mode: str,
-    image: Image.Image,
-    checkpoint_dir: str | None = None,
-    text_layer_chars: int | None = None,
-    page: str = "",
-) -> str:
-    """``"auto"`` -> this page's mode (choice and reason logged); any other mode unchanged."""
-    if not is_auto(mode):
-        return mode
-    choice = policy_for(checkpoint_dir).choose(image, text_layer_chars)
-    log.info("auto mode %s: %s (%s)", page or "page", choice.mode, choice.reason)
-    return choice.mode
-
-
-def encode_batch_auto(
-    model, images: Sequence[Image.Image], mode: str | Mode | None, checkpoint_dir=None
-) -> list:  # noqa: ANN001
-    """``model.encode_batch`` that also takes ``"auto"``: one mode per page, order kept."""
-    if not is_auto(mode):
-        return model.encode_batch(images, mode)
-    groups: dict[str, list[int]] = {}
-    for i, img in enumerate(images):
-        groups.setdefault(resolve_mode(AUTO, img, checkpoint_dir, page=f"#{i + 1}"), []).append(i)
-    out: list = [None] * len(images)
-    for m, idx in groups.items():
-        for i, vt in zip(idx, model.encode_batch([images[i] for i in idx], m), strict=True):
-            out[i] = vt
-    return out

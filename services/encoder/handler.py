@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ocrstream.backends.base import EncoderBackend
 from ocrstream.cache.base import Cache, pack_tokens, token_key, unpack_tokens
+from ocrstream.compression.hooks import resolve_mode
 from ocrstream.errors import CorruptDocument, NotFound, OcrStreamError, TransientError
 from ocrstream.messages import Message, PageEncoded, PageRasterized
 from ocrstream.store.base import Store, put_json
@@ -86,7 +87,8 @@ def encode_pages(
                 img = Image.open(io.BytesIO(png)).convert("RGB")
             except (UnidentifiedImageError, OSError) as exc:
                 raise CorruptDocument(f"page image {image_key} cannot be decoded: {exc}") from exc
-            misses.setdefault(mode, []).append((i, img, key))
+            # compression: a job in mode "auto" gets a mode per page from its text density
+            misses.setdefault(resolve_mode(mode, img, page=image_key), []).append((i, img, key))
         except OcrStreamError as exc:
             out[i] = exc
     for mode, items in misses.items():

@@ -70,3 +70,25 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="page image or page_size"):
         choose_mode(None, 10, curve)
     assert is_auto("AUTO") and not is_auto("base") and not is_auto(None)
+
+
+def test_hooks_encode_per_page_modes_in_order(model, tmp_path):
+    from ocrstream.compression.auto_mode import policy_for
+    from ocrstream.compression.hooks import encode_batch_auto, resolve_mode
+    from ocrstream.errors import PermanentError
+
+    model.config.to_json_file(tmp_path / "config.json")
+    toy_curve().save(tmp_path / "compression_curve.json")
+    assert policy_for(str(tmp_path)).reference == "256"  # the tiny model's view side is its Base
+    r = PageRenderer(256)
+    sparse = r.render("Two words")[0].image
+    dense = r.render("a long stretch of ordinary English prose fills the page " * 8)[0].image
+    vts = encode_batch_auto(model, [dense, sparse, dense], "auto", tmp_path)
+    assert [vt.mode for vt in vts] == ["256", "128", "256"]
+    assert [vt.n_placeholders for vt in vts] == [21, 7, 21]
+    assert resolve_mode("auto", sparse, str(tmp_path)) == "128"
+    assert resolve_mode("base", sparse, str(tmp_path)) == "base"  # fixed modes pass through
+    assert [vt.mode for vt in encode_batch_auto(model, [sparse], "160", tmp_path)] == ["160"]
+    with pytest.raises(PermanentError, match="no compression_curve.json") as err:
+        resolve_mode("auto", sparse, str(tmp_path / "nowhere"), page="docs/x/1.png")
+    assert err.value.reason == "bad_mode"

@@ -1,0 +1,41 @@
+"""The encoder service's `auto` hook: pages of one job get their own modes through encode_pages."""
+
+from __future__ import annotations
+
+import io
+
+from ocrstream.services.encoder.handler import TokenTiers, encode_pages
+
+from ocrstream.backends.inprocess import InProcessEncoder
+from ocrstream.cache.memory import MemoryCache
+from ocrstream.compression.render import PageRenderer
+from ocrstream.store.local import LocalStore
+from ocrstream.telemetry import Telemetry, tracer_provider
+
+from .test_auto_mode import toy_curve
+
+
+def test_encode_pages_resolves_auto_per_page(model, tmp_path, monkeypatch):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    model.config.to_json_file(ckpt / "config.json")
+    toy_curve().save(ckpt / "compression_curve.json")
+    monkeypatch.setenv("OCRSTREAM_CHECKPOINT_DIR", str(ckpt))  # the service setting the hook reads
+    store = LocalStore(tmp_path / "store")
+    r = PageRenderer(256)
+    texts = ["Two words", "a long stretch of ordinary English prose fills the page " * 8]
+    for n, text in enumerate(texts):
+        buf = io.BytesIO()
+        r.render(text)[0].image.save(buf, format="PNG")
+        store.put(f"docs/d/auto/{n}.png", buf.getvalue(), "image/png")
+    tel = Telemetry("test", tracer_provider("test"))
+    out = encode_pages(
+        InProcessEncoder(model),
+        TokenTiers(MemoryCache(), store, tel),
+        store,
+        tel,
+        [("docs/d/auto/0.png", "auto"), ("docs/d/auto/1.png", "auto"), ("docs/d/auto/1.png", "base")],
+    )
+    assert not any(isinstance(o, Exception) for o in out), out
+    assert [o[3] for o in out] == [7, 21, 273]  # 128 (sparse), 256 (dense) placeholders; base stays base
+    assert all("/auto/" in o[0] for o in out[:2])  # cached under the job's mode key
