@@ -182,6 +182,8 @@ class PageEncoded(Message):
     # False for re-decodes: the decoder may use cached tokens of other modes but never run the
     # encoder (a re-decode promises zero encoder calls).
     allow_encode: bool = True
+    width: int = 0  # page image size: grounding boxes are scaled to it
+    height: int = 0
 
 
 @dataclass(frozen=True)
@@ -193,11 +195,12 @@ class PageDecoded(Message):
     n_pages: int
     mode: str
     prompt: str
-    text: str
+    text: str  # markdown: grounding tags resolved (official post-processing)
     method: str  # model | text_layer | failed
+    raw: str = ""  # the model's raw output (with grounding tags), "" for fallbacks
     failed: bool = False
     attempts: list = field(default_factory=list)  # [{"temperature","mode","outcome","n_tokens"}]
-    boxes: list = field(default_factory=list)  # grounding boxes [{"label","box":[x0,y0,x1,y1]}]
+    boxes: list = field(default_factory=list)  # grounded blocks [{"label","boxes":[[x1,y1,x2,y2]],"content"}] (px)
     n_vision_tokens: int = 0
     n_text_tokens: int = 0
     cache_hit: bool = False

@@ -43,6 +43,7 @@ class AssemblerHandler(SimpleHandler):
         page = {
             "page": msg.page,
             "text": msg.text,
+            "raw": msg.raw,
             "boxes": msg.boxes,
             "mode": msg.mode,
             "prompt": msg.prompt,

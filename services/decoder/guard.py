@@ -7,8 +7,6 @@ back to its PDF text layer (flagged) or is marked failed.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 
 from ocrstream.backends.base import Decoded
@@ -80,21 +78,3 @@ def check(res: Decoded, cfg: GuardConfig) -> tuple[str, str]:
     if not res.stopped:
         return "no_stop", f"{res.n_tokens} tokens without a stop token (budget {cfg.max_new_tokens})"
     return "ok", ""
-
-
-_BOX = re.compile(r"<\|ref\|>(.*?)<\|/ref\|><\|det\|>(.*?)<\|/det\|>", re.S)
-
-
-def parse_boxes(text: str) -> list[dict]:
-    """Grounding output ``<|ref|>label<|/ref|><|det|>[[x0,y0,x1,y1],...]<|/det|>`` -> boxes
-    (coordinates on the model's 0..999 grid). Malformed boxes are skipped."""
-    out = []
-    for label, det in _BOX.findall(text):
-        try:
-            boxes = json.loads(det)
-        except ValueError:
-            continue
-        for b in boxes if isinstance(boxes, list) else []:
-            if isinstance(b, list) and len(b) == 4 and all(isinstance(v, int | float) for v in b):
-                out.append({"label": label.strip(), "box": [float(v) for v in b]})
-    return out

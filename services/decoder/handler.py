@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ocrstream.services.decoder.guard import GuardConfig, Rung, check, parse_boxes
+from ocrstream.services.decoder.guard import GuardConfig, Rung, check
 from ocrstream.services.encoder.handler import TokenTiers, encode_pages
 from ocrstream.services.runtime import Outcome
 
@@ -20,6 +20,7 @@ from ocrstream.backends.base import Decoded, DecoderBackend, EncoderBackend
 from ocrstream.cache.base import token_key, unpack_tokens
 from ocrstream.errors import NotFound, OcrStreamError, PermanentError, TransientError
 from ocrstream.messages import Message, PageDecoded, PageEncoded
+from ocrstream.model.grounding import GRID, to_markdown
 from ocrstream.store.base import Store
 from ocrstream.telemetry import Telemetry
 
@@ -137,8 +138,11 @@ class DecoderHandler:
 
     def _finish(self, p: _Page) -> list[Message]:
         m = p.msg
+        raw, boxes = "", []
         if p.done and p.best is not None:
-            method, text, failed = "model", p.best.text, False
+            method, failed, raw = "model", False, p.best.text
+            md = to_markdown(raw, m.width or GRID, m.height or GRID)  # tags -> boxes, official clean-up
+            text, boxes = md.text, [b.to_dict() for b in md.blocks]
         else:
             text_layer = self._text_layer(m)
             if text_layer:
@@ -159,9 +163,10 @@ class DecoderHandler:
                 prompt=m.prompt,
                 text=text,
                 method=method,
+                raw=raw,
                 failed=failed,
                 attempts=p.attempts,
-                boxes=parse_boxes(text) if method == "model" else [],
+                boxes=boxes,
                 n_vision_tokens=m.n_vision_tokens,
                 n_text_tokens=p.best.n_tokens if p.best is not None and method == "model" else 0,
                 cache_hit=m.cache_hit,

@@ -173,6 +173,8 @@ class EncoderHandler:
                         n_vision_tokens=n_vt,
                         cache_hit=hit,
                         encode_ms=ms,
+                        width=m.width,
+                        height=m.height,
                     )
                 ]
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from ocrstream.services.decoder.guard import GuardConfig, Rung, check, find_loop, parse_boxes, parse_ladder
+from ocrstream.services.decoder.guard import GuardConfig, Rung, check, find_loop, parse_ladder
 from ocrstream.services.decoder.handler import DecoderHandler
 from ocrstream.services.encoder.handler import TokenTiers
 from ocrstream.services.layout import sha256
@@ -158,8 +158,9 @@ def test_lost_tokens_without_encoder_fail_the_page_not_the_batch(backbone):
     assert fine.text == "other"
 
 
-def test_grounding_boxes_parsed():
-    text = (
-        "<|ref|>title<|/ref|><|det|>[[10, 20, 300, 40]]<|/det|>\nHello<|ref|>x<|/ref|><|det|>[[1,2]]<|/det|>"
-    )
-    assert parse_boxes(text) == [{"label": "title", "box": [10.0, 20.0, 300.0, 40.0]}]
+def test_grounding_output_becomes_markdown_and_pixel_boxes(backbone):
+    raw = "<|ref|>title<|/ref|><|det|>[[0, 0, 999, 499]]<|/det|>\n# Hello"
+    page = PageEncoded(**{**_page(backbone, 1).to_dict(), "width": 200, "height": 100})
+    ((p,),) = _handler(backbone, Scripted([[ok(raw)]])).handle_batch([page])
+    assert (p.text, p.raw) == ("# Hello", raw)
+    assert p.boxes == [{"label": "title", "boxes": [[0, 0, 200, 49]], "content": "# Hello"}]
