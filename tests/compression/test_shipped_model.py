@@ -1,0 +1,91 @@
+"""Reading back a context store with the shipped model: recent segments at their mode's precision.
+
+Runs on the shipped embedded model (``ocrstream/assets/model``) and the compression curve stored
+beside it; OCRSTREAM_COMPRESSION_TEST_MODEL points it at another snapshot folder.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from ocrstream.model.runtime import SHIPPED_MODEL_DIR
+
+MODEL_DIR = Path(os.environ.get("OCRSTREAM_COMPRESSION_TEST_MODEL") or SHIPPED_MODEL_DIR)
+READS_FLOOR = 0.5  # below this expected precision at the sharpest rung the model cannot read yet
+TOLERANCE = 0.1  # a few pages against a curve bucket mean
+
+pytestmark = pytest.mark.skipif(
+    not (MODEL_DIR / "config.json").exists(),
+    reason=f"no model snapshot at {MODEL_DIR} (the shipped model is exported by `ocrstream train export`)",
+)
+
+
+def heldout_segments(n: int, size: int, seed: int) -> list[str]:
+    from ocrstream.compression.render import PageRenderer
+    from ocrstream.data.corpus import load_corpus
+
+    rng = random.Random(seed)
+    paras = load_corpus()["test"]
+    r = PageRenderer(size)
+    out = []
+    while len(out) < n:
+        words = rng.choice(paras).text.split()
+        start = rng.randrange(max(1, len(words) - 10))
+        out.append(r.render(" ".join(words[start : start + rng.randint(15, 45)]))[0].text)
+    return out
+
+
+def test_recent_segments_read_back_at_their_mode_precision(tmp_path):
+    import torch
+
+    from ocrstream.cache.memory import MemoryCache
+    from ocrstream.compression.context_store import ContextStore
+    from ocrstream.compression.curve import CURVE_FILE, CompressionCurve
+    from ocrstream.compression.ladder import model_ladder
+    from ocrstream.model.runtime import OcrModel
+    from ocrstream.store.local import LocalStore
+    from ocrstream.train.evaluate import cer
+
+    torch.set_num_threads(1)
+    assert (MODEL_DIR / CURVE_FILE).exists(), f"{CURVE_FILE} must be stored beside the model in {MODEL_DIR}"
+    curve = CompressionCurve.load(MODEL_DIR / CURVE_FILE)
+    model = OcrModel.load(MODEL_DIR)
+    ladder = model_ladder(model.config)
+    seed = int.from_bytes(os.urandom(4), "little")
+    texts = heldout_segments(5, model.config.sam.img_size, seed)
+    store = LocalStore(tmp_path)
+    top = ContextStore("probe", model, ladder, 0, store).costs
+    cs = ContextStore("ctx", model, ladder, top[0] + top[1] + 2 * top[-1], store, MemoryCache())
+    for t in texts:
+        cs.add(t)
+    reads = cs.read_text(max_new_tokens=200)
+    assert cs.used_tokens() <= cs.budget
+    recent = reads[-2:]  # the two newest: the sharpest rungs
+    stored = {seg.seq: vt for seg, vt in cs.read_tokens()}
+    got, want = [], []
+    for r in recent:
+        ref = texts[r.segment.seq]
+        # the store hands back exactly the tokens a fresh encode of the page in that mode gives
+        fresh = model.encode(cs.renderer.render(ref)[0].image, r.segment.mode)
+        assert torch.equal(stored[r.segment.seq].embeds, fresh.embeds), (seed, r.segment)
+        ratio = len(model.tokenizer.encode(ref)) / _enc(r.segment.mode)
+        got.append(max(0.0, 1 - cer(ref, r.text)))
+        want.append(curve.expected_precision(r.segment.mode, ratio))
+    mean_got, mean_want = sum(got) / len(got), sum(want) / len(want)
+    top_expected = curve.expected_precision(ladder[0].name, 1.0)
+    if top_expected < READS_FLOOR:
+        pytest.xfail(
+            f"model cannot read yet: curve precision {top_expected:.3f} at 1x, read back {mean_got:.3f}"
+        )
+    assert mean_got >= mean_want - TOLERANCE, (seed, got, want)
+
+
+def _enc(mode: str) -> int:
+    from ocrstream.model.modes import get_mode, num_encoder_tokens
+
+    m = get_mode(mode)
+    return num_encoder_tokens(m, m.base_size, m.base_size)
