@@ -156,6 +156,32 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, TensorInfo], di
     return tensors, meta, 8 + n
 
 
+def iter_safetensors(path: str | Path):  # noqa: ANN201 - Iterator[tuple[str, torch.Tensor]]
+    """Yield (name, tensor) read with plain file reads into fresh tensors.
+
+    Plain reads (not mmap) keep the process RSS at one copy of the weights: mapped file pages
+    would count as resident too while the file is open.
+    """
+    path = Path(path)
+    tensors, _, data_start = read_safetensors_header(path)
+    with path.open("rb", buffering=0) as f:
+        for name, info in sorted(tensors.items(), key=lambda kv: kv[1].offsets[0]):
+            if info.dtype not in ST_DTYPES:
+                raise CheckpointError(f"{path}: {name} has unsupported dtype {info.dtype}")
+            t = torch.empty(info.shape, dtype=ST_DTYPES[info.dtype])
+            buf = memoryview(t.view(torch.uint8).numpy()).cast("B") if t.numel() else memoryview(b"")
+            if info.offsets[1] - info.offsets[0] != len(buf):
+                raise CheckpointError(f"{path}: {name} spans {info.offsets} but needs {len(buf)} bytes")
+            f.seek(data_start + info.offsets[0])
+            got = 0
+            while got < len(buf):
+                n = f.readinto(buf[got:])
+                if not n:
+                    raise CheckpointError(f"{path}: file ends inside {name}")
+                got += n
+            yield name, t
+
+
 def snapshot_files(folder: str | Path) -> list[Path]:
     """The safetensors files of a snapshot: from the index when present, else all *.safetensors."""
     folder = Path(folder)
@@ -231,8 +257,6 @@ def load_snapshot(
     cfg: DeepseekOCRConfig | None = None,
 ) -> DeepseekOCRForCausalLM:
     """Load a snapshot folder strictly: every expected tensor present with its shape, nothing extra."""
-    from safetensors import safe_open
-
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
@@ -247,9 +271,8 @@ def load_snapshot(
     model = build_meta_model(cfg)
     state: dict[str, torch.Tensor] = {}
     for path in snapshot_files(folder):
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                state[name] = f.get_tensor(name).to(device=device, dtype=want_dtype)
+        for name, t in iter_safetensors(path):
+            state[name] = t.to(device=device, dtype=want_dtype)
     model.load_state_dict(state, strict=True, assign=True)
     _materialize_buffers(model, device)
     model.eval()
