@@ -42,6 +42,9 @@ def test_prompt_ids_exact(snapshot):
     assert ids[:6] == [1, 3, 3, 3, 3, 3]
     assert ids[6:] == tok.encode("\nFree OCR.")
     assert 2 not in ids  # no EOS
+    g = tok.build_input_ids(resolve_prompt("markdown"), [2])
+    assert g[:3] == [1, 3, 3] and g[3:] == tok.encode("\n<|grounding|>Convert the document to markdown.")
+    assert 8 in g  # <|grounding|> is one special id
     with pytest.raises(ValueError, match="tags"):
         tok.build_input_ids("<image><image>x", [3])
     with pytest.raises(ValueError, match="ref"):
