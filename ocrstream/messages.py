@@ -197,7 +197,7 @@ class PageDecoded(Message):
     prompt: str
     text: str  # markdown: grounding tags resolved (official post-processing)
     method: str  # model | text_layer | failed
-    raw: str = ""  # the model's raw output (with grounding tags), "" for fallbacks
+    raw: str = ""  # the model's raw output (grounding tags kept); its best attempt for fallbacks
     failed: bool = False
     attempts: list = field(default_factory=list)  # [{"temperature","mode","outcome","n_tokens"}]
     boxes: list = field(default_factory=list)  # grounded blocks [{"label","boxes":[[x1,y1,x2,y2]],"content"}] (px)

@@ -18,6 +18,8 @@ from ocrstream.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MODE = "default"  # mode name meaning "the model's configured default_mode"
+
 
 def load_model(checkpoint_dir: str = "", device: str = "cpu") -> Any:
     """The shipped model (empty ``checkpoint_dir``) or a checkpoint folder."""
@@ -42,12 +44,13 @@ class InProcessEncoder:
         return str(self.model.weights_id)
 
     def encode(self, images: list[Image.Image], mode: str) -> list[Encoded]:
+        model_mode = None if mode == DEFAULT_MODE else mode  # the checkpoint's own default_mode
         with self._lock:
             out = []
             if hasattr(self.model, "encode_batch"):
-                vts = self.model.encode_batch(images, mode)
+                vts = self.model.encode_batch(images, model_mode)
             else:
-                vts = [self.model.encode(img, mode) for img in images]
+                vts = [self.model.encode(img, model_mode) for img in images]
             for vt in vts:
                 out.append(Encoded(vt.to_bytes(), int(vt.embeds.shape[0])))
             self.encode_calls += len(images)

@@ -138,9 +138,10 @@ class DecoderHandler:
 
     def _finish(self, p: _Page) -> list[Message]:
         m = p.msg
-        raw, boxes = "", []
+        raw = p.best.text if p.best is not None else ""  # kept even when not used: what the model said
+        boxes: list[dict] = []
         if p.done and p.best is not None:
-            method, failed, raw = "model", False, p.best.text
+            method, failed = "model", False
             md = to_markdown(raw, m.width or GRID, m.height or GRID)  # tags -> boxes, official clean-up
             text, boxes = md.text, [b.to_dict() for b in md.blocks]
         else:
@@ -149,7 +150,7 @@ class DecoderHandler:
                 method, text, failed = "text_layer", text_layer, True
             else:
                 method, failed = "failed", True
-                text = p.best.text if p.best is not None else ""
+                text = to_markdown(raw, m.width or GRID, m.height or GRID).text
             if p.error is not None:
                 p.attempts.append({"outcome": "error", "detail": f"{type(p.error).__name__}: {p.error}"})
         self.telemetry.decoded.labels(method).inc()

@@ -47,8 +47,8 @@ class Ingestor:
         telemetry: Telemetry,
         *,
         max_bytes: int = 64 * 1024 * 1024,
-        default_mode: str = "base",
-        default_prompt: str = "markdown",
+        default_mode: str = "default",
+        default_prompt: str = "free_ocr",
         flush: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store

@@ -123,12 +123,12 @@ def test_redecode_new_prompt_zero_encoder_calls(cluster_factory, model, rng):
     c.wait([s.job_id for s in subs])
     calls = c.encoder.encode_calls
     assert calls >= sum(len(t) for t in docs)
-    re_subs = [c.ingestor.redecode(s.job_id, "free_ocr") for s in subs]
+    re_subs = [c.ingestor.redecode(s.job_id, "markdown") for s in subs]
     c.wait([s.job_id for s in re_subs])
     assert c.encoder.encode_calls == calls  # counted: no encoder call for a new prompt
     for s, texts in zip(re_subs, docs, strict=True):
         res = _check_results(c.store, s.job_id, texts)
-        assert all(p["prompt"] == "free_ocr" for p in res["pages"])
+        assert all(p["prompt"] == "markdown" for p in res["pages"])
 
 
 def test_one_trace_id_per_document_across_kafka_hops(cluster_factory, model, rng):

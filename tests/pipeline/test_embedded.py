@@ -82,13 +82,13 @@ def test_redecode_new_prompt_zero_encoder_calls(tmp_path, rng, tiny_model):
     n_pages = sum(len(t) for t in docs.values())
     assert calls >= n_pages  # every page encoded once in its mode (+ fallback-mode encodes)
     for s in first:
-        sub = pipe.redecode(s["job_id"], prompt="free_ocr")
+        sub = pipe.redecode(s["job_id"], prompt="markdown")
         assert sub.job_id != s["job_id"] and not sub.duplicate
         st = pipe.ingestor.status(sub.job_id)
-        assert st["status"] in ("completed", "degraded") and st["prompt"] == "free_ocr"
+        assert st["status"] in ("completed", "degraded") and st["prompt"] == "markdown"
         result = json.loads(pipe.store.get(layout.result_key(sub.job_id)))
         assert [p["page"] for p in result["pages"]] == list(range(1, s["n_pages"] + 1))
-        assert all(p["prompt"] == "free_ocr" and p["cache_hit"] for p in result["pages"])
+        assert all(p["prompt"] == "markdown" and p["cache_hit"] for p in result["pages"])
     assert pipe.encoder.encode_calls == calls  # counted: zero encoder calls for the re-decodes
 
 

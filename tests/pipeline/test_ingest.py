@@ -37,7 +37,7 @@ def test_api_auth_upload_status_and_limits(backbone, rng):
     body = r.json()
     assert body["duplicate"] is False and body["status"] == "submitted"
     (msg,) = _submitted(backbone)
-    assert (msg.job_id, msg.mode, msg.prompt, msg.filename) == (body["job_id"], "tiny", "markdown", "a.pdf")
+    assert (msg.job_id, msg.mode, msg.prompt, msg.filename) == (body["job_id"], "tiny", "free_ocr", "a.pdf")
     # the record carries the document's trace context
     assert any(k == "traceparent" for k, _ in backbone.bus.records(topic(DocumentSubmitted, P))[0].headers)
     again = client.post(
