@@ -32,7 +32,7 @@ ENV HOME=/var/lib/ocrstream \
     TRITON_CACHE_DIR=/var/lib/ocrstream/triton \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    OCRSTREAM_DECODER_MODEL_REPOSITORY=/opt/ocrstream/model_repo
+    OCRSTREAM_DEVICE=cuda
 VOLUME ["/tmp", "/var/lib/ocrstream", "/dev/shm"]
 USER 10001:10001
 EXPOSE 8000 8001 8002 9100

@@ -29,7 +29,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TORCH_HOME=/var/lib/ocrstream/torch \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    OCRSTREAM_ENCODER_DEVICE=cpu
+    OCRSTREAM_DEVICE=cpu
 VOLUME ["/tmp", "/var/lib/ocrstream"]
 USER 10001:10001
 EXPOSE 9100

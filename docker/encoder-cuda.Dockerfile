@@ -37,7 +37,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TRITON_CACHE_DIR=/var/lib/ocrstream/triton \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    OCRSTREAM_ENCODER_DEVICE=cuda
+    OCRSTREAM_DEVICE=cuda
 VOLUME ["/tmp", "/var/lib/ocrstream"]
 USER 10001:10001
 EXPOSE 9100

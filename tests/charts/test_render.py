@@ -21,6 +21,13 @@ CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor.json",
 }
 LAG_SCALED = ("rasterizer", "encoder", "decoder", "assembler")
+# component -> (group stage, input topic, kafka.topics key), as the services name them.
+CONSUMERS = {
+    "rasterizer": ("rasterize", "document.submitted", "submitted"),
+    "encoder": ("encode", "page.rasterized", "rasterized"),
+    "decoder": ("decode", "page.encoded", "encoded"),
+    "assembler": ("assemble", "page.decoded", "decoded"),
+}
 IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 
 
@@ -86,7 +93,9 @@ def test_pods_are_locked_down(scenario: tuple[dict[str, Any], Rendered]) -> None
     _, rendered = scenario
     for where, pod in _pod_specs(rendered):
         assert pod["enableServiceLinks"] is False, where
-        assert pod["automountServiceAccountToken"] is False, where
+        # Only the decoder with the ConfigMap placement store talks to the API (its own account).
+        api = where.endswith("-decoder") and pod["serviceAccountName"].endswith("-decoder")
+        assert pod["automountServiceAccountToken"] is api, where
         psc = pod["securityContext"]
         assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}, where
         for c in pod["containers"]:
@@ -151,16 +160,11 @@ def test_consumers_scale_on_their_own_group_and_topic(scenario: tuple[dict[str, 
     values, rendered = scenario
     v = _chart_values(values)
     topics = v["kafka"]["topics"]
-    expected = {
-        "rasterizer": ("ocrstream-rasterizer", "ocrstream.documents.submitted"),
-        "encoder": ("ocrstream-encoder", "ocrstream.pages.rasterized"),
-        "decoder": ("ocrstream-decoder", "ocrstream.pages.encoded"),
-        "assembler": ("ocrstream-assembler", "ocrstream.pages.decoded"),
-    }
+    prefix = v["kafka"]["topicPrefix"]
+    expected = {name: (prefix + group, prefix + topic) for name, (group, topic, _) in CONSUMERS.items()}
     for name in LAG_SCALED:
-        svc = v[name]["consumer"] if name == "decoder" else v[name]
         bounds = v[name]["autoscaling"]
-        partitions = topics[svc["inputTopic"]]["partitions"]
+        partitions = topics[CONSUMERS[name][2]]["partitions"]
         deployment = rendered.component("Deployment", name)
         if not bounds["enabled"]:
             assert deployment["spec"]["replicas"] == v[name]["replicas"] <= partitions
@@ -212,8 +216,8 @@ def test_encoder_and_decoder_scalers_are_separate(helm: Any, values_file: Path) 
     assert enc["spec"]["scaleTargetRef"]["name"].endswith("-encoder")
     assert dec["spec"]["scaleTargetRef"]["name"].endswith("-decoder")
     em, dm = _scaler_trigger(enc), _scaler_trigger(dec)
-    assert (em["consumerGroup"], em["topic"]) == ("ocrstream-encoder", "ocrstream.pages.rasterized")
-    assert (dm["consumerGroup"], dm["topic"]) == ("ocrstream-decoder", "ocrstream.pages.encoded")
+    assert (em["consumerGroup"], em["topic"]) == ("ocrstream.encode", "ocrstream.page.rasterized")
+    assert (dm["consumerGroup"], dm["topic"]) == ("ocrstream.decode", "ocrstream.page.encoded")
     # Bounds and thresholds come from each service's own values.
     for so, meta, name in ((enc, em, "encoder"), (dec, dm, "decoder")):
         bounds = v[name]["autoscaling"]
@@ -228,12 +232,13 @@ def test_encoder_and_decoder_scalers_are_separate(helm: Any, values_file: Path) 
 def test_deployment_annotations_feed_cluster_status(scenario: tuple[dict[str, Any], Rendered]) -> None:
     values, rendered = scenario
     v = _chart_values(values)
+    prefix = v["kafka"]["topicPrefix"]
     for name in LAG_SCALED:
         ann = rendered.component("Deployment", name)["metadata"]["annotations"]
-        svc = v[name]["consumer"] if name == "decoder" else v[name]
-        assert ann["ocrstream.io/consumer-group"] == svc["consumerGroup"]
-        assert ann["ocrstream.io/input-topic"] == v["kafka"]["topics"][svc["inputTopic"]]["name"]
-        assert ann["ocrstream.io/partitions"] == str(v["kafka"]["topics"][svc["inputTopic"]]["partitions"])
+        group, topic, key = CONSUMERS[name]
+        assert ann["ocrstream.io/consumer-group"] == prefix + group
+        assert ann["ocrstream.io/input-topic"] == prefix + topic
+        assert ann["ocrstream.io/partitions"] == str(v["kafka"]["topics"][key]["partitions"])
 
 
 def test_every_consumer_has_pdb_and_networkpolicy(scenario: tuple[dict[str, Any], Rendered]) -> None:
@@ -255,14 +260,18 @@ def test_env_wiring(scenario: tuple[dict[str, Any], Rendered]) -> None:
     v = _chart_values(values)
     cm = rendered.component("ConfigMap", "config")["data"]
     assert cm["OCRSTREAM_KAFKA_BOOTSTRAP"]
-    assert cm["OCRSTREAM_S3_ENDPOINT"].startswith("http")
-    for key, topic in v["kafka"]["topics"].items():
-        assert cm[f"OCRSTREAM_TOPIC_{key.upper()}"] == topic["name"]
+    assert cm["OCRSTREAM_TOPIC_PREFIX"] == v["kafka"]["topicPrefix"]
+    host, _, port = cm["OCRSTREAM_S3_ENDPOINT"].rpartition(":")
+    assert host and port.isdigit() and "/" not in host, "the services take host:port"
+    assert cm["OCRSTREAM_S3_SECURE"] == str(v["objectStore"]["secure"]).lower()
     (c,) = rendered.component("Deployment", "encoder")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in c["env"]}
-    assert env["OCRSTREAM_ENCODER_CONSUMER_GROUP"]["value"] == "ocrstream-encoder"
-    assert env["OCRSTREAM_ENCODER_INPUT_TOPIC"]["value"] == "ocrstream.pages.rasterized"
-    assert env["OCRSTREAM_ENCODER_OUTPUT_TOPIC"]["value"] == "ocrstream.pages.encoded"
+    assert env["OCRSTREAM_ENCODER_METRICS_PORT"]["value"] == str(v["encoder"]["metricsPort"])
+    assert env["OCRSTREAM_DEVICE"]["value"] == v["encoder"]["variant"]
+    (ic,) = rendered.component("Deployment", "ingest")["spec"]["template"]["spec"]["containers"]
+    ienv = {e["name"]: e.get("value") for e in ic["env"]}
+    assert ienv["OCRSTREAM_INGEST_HOST"] == "0.0.0.0", "bind beyond loopback or the probes fail"
+    assert ienv["OCRSTREAM_INGEST_PORT"] == str(v["ingest"]["httpPort"])
     for var in ("OCRSTREAM_REDIS_URL", "OCRSTREAM_S3_ACCESS_KEY", "OCRSTREAM_S3_SECRET_KEY"):
         ref = env[var]["valueFrom"]["secretKeyRef"]
         if var == "OCRSTREAM_REDIS_URL" and v["redis"]["existingSecret"]:

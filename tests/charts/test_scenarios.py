@@ -26,36 +26,67 @@ def test_gpu_scenario_requests_gpus_and_places_experts(helm: Any) -> None:
     triton = _containers(rendered, "decoder")["triton"]
     assert triton["image"] == "registry.internal/ocrstream/ocrstream-decoder:0.1.0-ci"
     assert triton["command"] == ["tritonserver"]
-    assert "--model-repository=/opt/ocrstream/model_repo" in triton["args"]
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == "2"
     shm = next(v for v in dec_pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     consumer = _containers(rendered, "decoder")["consumer"]
     env = {e["name"]: e.get("value") for e in consumer["env"]}
-    assert env["OCRSTREAM_DECODER_TRITON_URL"] == "localhost:8001"
-    assert "nvidia.com/gpu" not in consumer["resources"].get("limits", {})
-
-    placement = json.loads(rendered.component("ConfigMap", "decoder-placement")["data"]["placement.json"])
-    assert (placement["num_experts"], placement["num_shards"], placement["strategy"]) == (64, 8, "strided")
-    assert [s["model"] for s in placement["shards"]] == [f"expert_shard_{i}" for i in range(8)]
-    assert [s["device"] for s in placement["shards"]] == [i % 2 for i in range(8)]
-    e = random.randrange(64)
-    assert e in placement["shards"][e % 8]["experts"]
-    assert sorted(x for s in placement["shards"] for x in s["experts"]) == list(range(64))
-
-
-def test_default_placement_is_contiguous(helm: Any) -> None:
-    count, shards = random.choice([(64, 4), (64, 16), (12, 3), (8, 8)])
-    values = load_values(
-        CI / "default-values.yaml", overrides={"decoder": {"experts": {"count": count, "shards": shards}}}
+    assert (env["OCRSTREAM_DECODER_BACKEND"], env["OCRSTREAM_DECODER_TRITON_URL"]) == (
+        "triton",
+        "localhost:8001",
     )
-    rendered = render(helm, values)
-    placement = json.loads(rendered.component("ConfigMap", "decoder-placement")["data"]["placement.json"])
-    per = count // shards
-    assert [s["experts"] for s in placement["shards"]] == [
-        list(range(i * per, (i + 1) * per)) for i in range(shards)
+    assert "nvidia.com/gpu" not in consumer["resources"].get("limits", {})
+    assert {e["name"]: e["value"] for e in triton["env"] if "value" in e}["OCRSTREAM_DEVICE"] == "cuda"
+
+    # The repository is written at start for 8 shards and the ConfigMap store.
+    (init,) = dec_pod["initContainers"]
+    assert init["command"][:4] == ["python3", "-m", "ocrstream.serving.repo", "/models"]
+    assert "--shards=8" in init["command"]
+    assert f"--placement-store=configmap:ocr/{RELEASE}-ocrstream-decoder-placement" in init["command"]
+    assert "--model-repository=/models" in triton["args"]
+    assert dec_pod["serviceAccountName"] == f"{RELEASE}-ocrstream-decoder"
+    role = rendered.component("Role", "decoder-placement")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [f"{RELEASE}-ocrstream-decoder-placement"],
+            "verbs": ["get", "patch"],
+        }
     ]
-    assert {s["device"] for s in placement["shards"]} == {0}
+    cm = rendered.component("ConfigMap", "decoder-placement")["data"]
+    assert cm["active"] == "1"
+    placement = json.loads(cm["placement-1.json"])
+    assert (placement["version"], placement["n_experts"]) == (1, 64)
+    assert sorted(int(k) for k in placement["layers"]) == list(range(1, 12))
+    shards = placement["layers"][str(random.randint(1, 11))]
+    assert len(shards) == 8
+    e = random.randrange(64)
+    assert e in shards[e % 8], "strided: expert e on shard e mod 8"
+    assert sorted(x for s in shards for x in s) == list(range(64))
+
+
+def test_contiguous_placement_store(helm: Any) -> None:
+    count, shards = random.choice([(64, 4), (64, 16), (12, 3), (8, 8)])
+    layers = sorted(random.sample(range(1, 30), 3))
+    overrides = {
+        "decoder": {"experts": {"count": count, "shards": shards, "store": "configmap", "moeLayers": layers}}
+    }
+    rendered = render(helm, load_values(CI / "default-values.yaml", overrides=overrides))
+    placement = json.loads(rendered.component("ConfigMap", "decoder-placement")["data"]["placement-1.json"])
+    per = count // shards
+    assert set(placement["layers"]) == {str(x) for x in layers}
+    for per_shard in placement["layers"].values():
+        assert per_shard == [list(range(i * per, (i + 1) * per)) for i in range(shards)]
+
+
+def test_static_placement_has_no_store_and_no_api_access(helm: Any) -> None:
+    rendered = render(helm, load_values(CI / "default-values.yaml"))
+    assert [o for o in rendered.objects if "placement" in o["metadata"]["name"]] == []
+    assert rendered.kind("Role") == [] and rendered.kind("RoleBinding") == []
+    pod = rendered.component("Deployment", "decoder")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert not any(a.startswith("--placement-store") for a in pod["initContainers"][0]["command"])
 
 
 def test_dev_infra_points_services_at_in_cluster_backends(helm: Any) -> None:
@@ -63,7 +94,7 @@ def test_dev_infra_points_services_at_in_cluster_backends(helm: Any) -> None:
     prefix = f"{RELEASE}-ocrstream"
     cm = rendered.component("ConfigMap", "config")["data"]
     assert cm["OCRSTREAM_KAFKA_BOOTSTRAP"] == f"{prefix}-kafka:9092"
-    assert cm["OCRSTREAM_S3_ENDPOINT"] == f"http://{prefix}-minio:9000"
+    assert (cm["OCRSTREAM_S3_ENDPOINT"], cm["OCRSTREAM_S3_SECURE"]) == (f"{prefix}-minio:9000", "false")
     assert cm["OCRSTREAM_OTLP_ENDPOINT"] == f"http://{prefix}-otel-collector:4318"
     secret = rendered.component("Secret", "credentials")["stringData"]
     assert secret["redis-url"] == f"redis://{prefix}-redis:6379/0"
@@ -81,8 +112,10 @@ def test_dev_infra_points_services_at_in_cluster_backends(helm: Any) -> None:
     job = rendered.component("Job", "topics")
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     values = load_values(CHART / "values.yaml")
-    for topic in values["kafka"]["topics"].values():
-        assert f'ensure "{topic["name"]}" {topic["partitions"]}' in script
+    names = {"submitted": "document.submitted", "encoded": "page.encoded", "deadletter": "dead-letter"}
+    for key, suffix in names.items():
+        assert f'ensure "ocrstream.{suffix}" {values["kafka"]["topics"][key]["partitions"]}' in script
+    assert script.count("\nensure ") == len(values["kafka"]["topics"])
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     collector = rendered.component("ConfigMap", "otel-collector")["data"]["collector.yaml"]
     assert "otlp" in collector and "memory_limiter" in collector

@@ -46,7 +46,9 @@ def test_values_yaml_and_scenarios_satisfy_the_schema() -> None:
         ({"kafka": {"bootstrap": "kafka without port"}}, "/kafka/bootstrap"),
         ({"image": {"tag": "latest"}}, "/image/tag"),
         ({"dev": {"kafka": {"image": {"tag": "latest"}}}}, "/dev/kafka/image/tag"),
-        ({"rasterizer": {"inputTopic": "pages"}}, "/rasterizer/inputTopic"),
+        ({"kafka": {"topics": {"encoded": {"name": "x"}}}}, "additional properties 'name' not allowed"),
+        ({"objectStore": {"endpoint": "http://minio:9000"}}, "/objectStore/endpoint"),
+        ({"decoder": {"experts": {"store": "etcd"}}}, "/decoder/experts/store"),
         ({"decoder": {"experts": {"shards": 0}}}, "/decoder/experts/shards"),
     ],
 )
@@ -61,19 +63,19 @@ def test_replica_ceiling_is_the_partition_count(helm: Any) -> None:
     message = _render_error(
         helm,
         {
-            "kafka": {"topics": {"encoded": {"name": "ocrstream.pages.encoded", "partitions": partitions}}},
+            "kafka": {"topics": {"encoded": {"partitions": partitions}}},
             "decoder": {"autoscaling": {"maxReplicas": over}},
         },
     )
     assert (
-        f"decoder: autoscaling.maxReplicas={over} exceeds the {partitions} partitions of topic ocrstream.pages.encoded"
-        in message
+        f"decoder: autoscaling.maxReplicas={over} exceeds the {partitions} partitions of topic ocrstream.page.encoded "
+        "(kafka.topics.encoded.partitions" in message
     )
     # At the ceiling it renders.
     values = load_values(
         CI / "default-values.yaml",
         overrides={
-            "kafka": {"topics": {"encoded": {"name": "ocrstream.pages.encoded", "partitions": partitions}}},
+            "kafka": {"topics": {"encoded": {"partitions": partitions}}},
             "decoder": {"autoscaling": {"maxReplicas": partitions}},
         },
     )
@@ -83,7 +85,7 @@ def test_replica_ceiling_is_the_partition_count(helm: Any) -> None:
 
 def test_fixed_replicas_also_respect_partitions(helm: Any) -> None:
     message = _render_error(helm, {"assembler": {"replicas": 13, "autoscaling": {"enabled": False}}})
-    assert "assembler: replicas=13 exceeds the 12 partitions of topic ocrstream.pages.decoded" in message
+    assert "assembler: replicas=13 exceeds the 12 partitions of topic ocrstream.page.decoded" in message
 
 
 def test_all_problems_are_listed_at_once(helm: Any) -> None:
@@ -93,20 +95,19 @@ def test_all_problems_are_listed_at_once(helm: Any) -> None:
     values.update(
         {
             "encoder": {"autoscaling": {"maxReplicas": 25, "minReplicas": 26}},
-            "decoder": {"experts": {"count": 64, "shards": 6}},
-            "assembler": {"consumerGroup": "ocrstream-encoder"},
+            "decoder": {"experts": {"count": 64, "shards": 6, "store": "configmap", "moeLayers": []}},
         }
     )
     with pytest.raises(helm.HelmError) as exc:
         render(helm, values)
     message = str(exc.value)
     expected = [
-        "encoder: autoscaling.maxReplicas=25 exceeds the 24 partitions of topic ocrstream.pages.rasterized",
+        "encoder: autoscaling.maxReplicas=25 exceeds the 24 partitions of topic ocrstream.page.rasterized",
         "encoder: autoscaling.minReplicas=26 is above maxReplicas=25",
         "keda.enabled=true needs kafka.bootstrap",
         "redis.url is required unless redis.existingSecret",
         "decoder.experts.shards=6 does not divide experts.count=64",
-        'encoder and assembler share consumer group "ocrstream-encoder"',
+        "decoder.experts.store=configmap needs decoder.experts.moeLayers",
     ]
     missing = [e for e in expected if e not in message]
     assert missing == [], message

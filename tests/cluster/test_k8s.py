@@ -95,18 +95,18 @@ def test_reader_pairs_chart_objects(fake_api: Any, chart_objects: dict) -> None:
     enc = workloads["encoder"]
     assert (enc["ready"], enc["desired"]) == (ready["encoder"], ready["encoder"])
     assert (enc["consumer_group"], enc["input_topic"], enc["partitions"], enc["lag_threshold"]) == (
-        "ocrstream-encoder",
-        "ocrstream.pages.rasterized",
+        "ocrstream.encode",
+        "ocrstream.page.rasterized",
         24,
         20,
     )
     assert workloads["decoder"]["desired"] == ready["decoder"] + 1
-    assert workloads["ingest"]["consumer_group"] == "ocrstream-ingest"
+    assert workloads["ingest"]["consumer_group"] == "ocrstream.ingest-refs"
 
     scalers = {s["target"]: s for s in reader.scalers("rel")}
     so = scalers["rel-ocrstream-decoder"]
     assert (so["kind"], so["min"], so["max"], so["lag_threshold"]) == ("ScaledObject", 1, 4, 8)
-    assert (so["consumer_group"], so["topic"]) == ("ocrstream-decoder", "ocrstream.pages.encoded")
+    assert (so["consumer_group"], so["topic"]) == ("ocrstream.decode", "ocrstream.page.encoded")
     assert (so["current"], so["desired"]) == (3, 4), "taken from the HPA KEDA made"
     assert so["conditions"]["Active"]["status"] == "True"
     assert scalers["rel-ocrstream-ingest"]["kind"] == "HorizontalPodAutoscaler"

@@ -98,10 +98,50 @@ ocrstream.otlpEndpoint: OTLP/HTTP endpoint the services export to (the chart's c
 {{- end -}}
 
 {{/*
-ocrstream.topic: a topic's name from its kafka.topics key. Call with (dict "root" $ "key" "encoded").
+ocrstream.topicSuffixes: kafka.topics key -> the message's topic (ocrstream.messages TOPIC constants;
+tests/charts/test_alignment.py keeps them in step).
+*/}}
+{{- define "ocrstream.topicSuffixes" -}}
+references: document.refs
+submitted: document.submitted
+rasterized: page.rasterized
+encoded: page.encoded
+decoded: page.decoded
+completed: document.completed
+deadletter: dead-letter
+{{- end -}}
+
+{{/*
+ocrstream.stages: component -> consumer stage (handler.stage in services/), input and output topic keys.
+The services name their group `<topicPrefix><stage>`.
+*/}}
+{{- define "ocrstream.stages" -}}
+ingest: {stage: ingest-refs, input: references, output: submitted}
+rasterizer: {stage: rasterize, input: submitted, output: rasterized}
+encoder: {stage: encode, input: rasterized, output: encoded}
+decoder: {stage: decode, input: encoded, output: decoded}
+assembler: {stage: assemble, input: decoded, output: completed}
+{{- end -}}
+
+{{/*
+ocrstream.topic: a topic's full name from its kafka.topics key. Call with (dict "root" $ "key" "encoded").
 */}}
 {{- define "ocrstream.topic" -}}
-{{- (get .root.Values.kafka.topics .key).name -}}
+{{- $suffixes := include "ocrstream.topicSuffixes" .root | fromYaml -}}
+{{- printf "%s%s" .root.Values.kafka.topicPrefix (get $suffixes .key) -}}
+{{- end -}}
+
+{{/*
+ocrstream.consumer: a component's consumer facts as YAML {group, inputKey, input, output, partitions}.
+Call with (dict "root" $ "component" "encoder"); read with fromYaml.
+*/}}
+{{- define "ocrstream.consumer" -}}
+{{- $s := get (include "ocrstream.stages" .root | fromYaml) .component -}}
+group: {{ printf "%s%s" .root.Values.kafka.topicPrefix $s.stage | quote }}
+inputKey: {{ $s.input }}
+input: {{ include "ocrstream.topic" (dict "root" .root "key" $s.input) | quote }}
+output: {{ include "ocrstream.topic" (dict "root" .root "key" $s.output) | quote }}
+partitions: {{ (get .root.Values.kafka.topics $s.input).partitions | int }}
 {{- end -}}
 
 {{/*
@@ -205,12 +245,14 @@ readinessProbe:
 
 {{/*
 ocrstream.consumerAnnotations: what `ocrstream cluster status` reads to pair a Deployment with its
-consumer group, input topic, lag threshold and partition ceiling. Call with (dict "root" $ "svc" <values>).
+consumer group, input topic, lag threshold and partition ceiling. Call with (dict "root" $ "component" "encoder"
+"autoscaling" <values or nil>).
 */}}
 {{- define "ocrstream.consumerAnnotations" -}}
-ocrstream.io/consumer-group: {{ .svc.consumerGroup | quote }}
-ocrstream.io/input-topic: {{ include "ocrstream.topic" (dict "root" .root "key" .svc.inputTopic) | quote }}
-ocrstream.io/partitions: {{ (get .root.Values.kafka.topics .svc.inputTopic).partitions | quote }}
+{{- $c := include "ocrstream.consumer" (dict "root" .root "component" .component) | fromYaml -}}
+ocrstream.io/consumer-group: {{ $c.group | quote }}
+ocrstream.io/input-topic: {{ $c.input | quote }}
+ocrstream.io/partitions: {{ $c.partitions | quote }}
 {{- with .autoscaling }}{{ with .lagThreshold }}
 ocrstream.io/lag-threshold: {{ . | quote }}
 {{- end }}{{ end }}

@@ -5,48 +5,24 @@ problem, then fails once listing them all (called from common/configmap.yaml, al
 {{- define "ocrstream.validateValues" -}}
 {{- $msgs := list -}}
 {{- $v := .Values -}}
-{{- $topics := $v.kafka.topics -}}
 {{- $bootstrap := include "ocrstream.kafkaBootstrap" . -}}
 
-{{- /* Consumers scaled on lag: name -> (values holding consumerGroup/topics, autoscaling, replicas) */ -}}
-{{- $consumers := list -}}
-{{- if $v.rasterizer.enabled }}{{ $consumers = append $consumers (dict "name" "rasterizer" "c" $v.rasterizer "as" $v.rasterizer.autoscaling "replicas" $v.rasterizer.replicas) }}{{ end -}}
-{{- if $v.encoder.enabled }}{{ $consumers = append $consumers (dict "name" "encoder" "c" $v.encoder "as" $v.encoder.autoscaling "replicas" $v.encoder.replicas) }}{{ end -}}
-{{- if $v.decoder.enabled }}{{ $consumers = append $consumers (dict "name" "decoder" "c" $v.decoder.consumer "as" $v.decoder.autoscaling "replicas" $v.decoder.replicas) }}{{ end -}}
-{{- if $v.assembler.enabled }}{{ $consumers = append $consumers (dict "name" "assembler" "c" $v.assembler "as" $v.assembler.autoscaling "replicas" $v.assembler.replicas) }}{{ end -}}
-{{- $all := $consumers -}}
-{{- if $v.ingest.enabled }}{{ $all = append $all (dict "name" "ingest" "c" $v.ingest) }}{{ end -}}
-
-{{- $groups := dict -}}
-{{- range $all -}}
-{{- $name := .name -}}
-{{- $c := .c -}}
-{{- range $dir := list "inputTopic" "outputTopic" -}}
-{{- $key := get $c $dir -}}
-{{- if not (hasKey $topics $key) -}}
-{{- $msgs = append $msgs (printf "%s.%s=%q is not a key of kafka.topics (%s)" $name $dir $key (keys $topics | sortAlpha | join ", ")) -}}
+{{- /* Consumers scaled on lag: the replica ceiling is the input topic's partition count. */ -}}
+{{- range $name := list "rasterizer" "encoder" "decoder" "assembler" -}}
+{{- $svc := get $v $name -}}
+{{- if $svc.enabled -}}
+{{- $c := include "ocrstream.consumer" (dict "root" $ "component" $name) | fromYaml -}}
+{{- $parts := int $c.partitions -}}
+{{- $as := $svc.autoscaling -}}
+{{- if $as.enabled -}}
+{{- if gt (int $as.maxReplicas) $parts -}}
+{{- $msgs = append $msgs (printf "%s: autoscaling.maxReplicas=%d exceeds the %d partitions of topic %s (kafka.topics.%s.partitions; replicas beyond partitions sit idle); lower it or add partitions" $name (int $as.maxReplicas) $parts $c.input $c.inputKey) -}}
 {{- end -}}
+{{- if gt (int $as.minReplicas) (int $as.maxReplicas) -}}
+{{- $msgs = append $msgs (printf "%s: autoscaling.minReplicas=%d is above maxReplicas=%d" $name (int $as.minReplicas) (int $as.maxReplicas)) -}}
 {{- end -}}
-{{- if hasKey $groups .c.consumerGroup -}}
-{{- $msgs = append $msgs (printf "%s and %s share consumer group %q; each service needs its own" (get $groups .c.consumerGroup) $name .c.consumerGroup) -}}
-{{- else -}}
-{{- $_ := set $groups .c.consumerGroup $name -}}
-{{- end -}}
-{{- end -}}
-
-{{- range $consumers -}}
-{{- $t := get $topics .c.inputTopic -}}
-{{- if $t -}}
-{{- $parts := int $t.partitions -}}
-{{- if .as.enabled -}}
-{{- if gt (int .as.maxReplicas) $parts -}}
-{{- $msgs = append $msgs (printf "%s: autoscaling.maxReplicas=%d exceeds the %d partitions of topic %s (replicas beyond partitions sit idle); lower it or add partitions" .name (int .as.maxReplicas) $parts $t.name) -}}
-{{- end -}}
-{{- if gt (int .as.minReplicas) (int .as.maxReplicas) -}}
-{{- $msgs = append $msgs (printf "%s: autoscaling.minReplicas=%d is above maxReplicas=%d" .name (int .as.minReplicas) (int .as.maxReplicas)) -}}
-{{- end -}}
-{{- else if gt (int .replicas) $parts -}}
-{{- $msgs = append $msgs (printf "%s: replicas=%d exceeds the %d partitions of topic %s" .name (int .replicas) $parts $t.name) -}}
+{{- else if gt (int $svc.replicas) $parts -}}
+{{- $msgs = append $msgs (printf "%s: replicas=%d exceeds the %d partitions of topic %s" $name (int $svc.replicas) $parts $c.input) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -74,6 +50,9 @@ problem, then fails once listing them all (called from common/configmap.yaml, al
 {{- $msgs = append $msgs (printf "decoder.experts.shards=%d must be between 1 and experts.count=%d" (int $e.shards) (int $e.count)) -}}
 {{- else if ne (mod (int $e.count) (int $e.shards)) 0 -}}
 {{- $msgs = append $msgs (printf "decoder.experts.shards=%d does not divide experts.count=%d (every shard must hold the same number of experts)" (int $e.shards) (int $e.count)) -}}
+{{- end -}}
+{{- if and (eq $e.store "configmap") (not $e.moeLayers) -}}
+{{- $msgs = append $msgs "decoder.experts.store=configmap needs decoder.experts.moeLayers (the checkpoint's MoE layer indices)" -}}
 {{- end -}}
 {{- end -}}
 

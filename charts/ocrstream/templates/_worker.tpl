@@ -12,6 +12,7 @@ Every define takes one dict:
   portName   "http" for ingest, "metrics" for the consumers
   gpu        optional {count, resourceName}: adds the extended resource limit (count 0: none)
   lagScaled  (worker.all) true for Kafka consumers scaled on lag; ingest has its own CPU HPA
+  portEnv    env entries telling the service its port (and bind address)
 */}}
 
 {{/*
@@ -19,19 +20,6 @@ ocrstream.worker.envPrefix: OCRSTREAM_<SERVICE> for a component name.
 */}}
 {{- define "ocrstream.worker.envPrefix" -}}
 {{- printf "OCRSTREAM_%s" (.component | upper | replace "-" "_") -}}
-{{- end -}}
-
-{{/*
-ocrstream.worker.consumerEnv: a consumer's group and topics as OCRSTREAM_<SERVICE>_* variables.
-Call with (dict "root" $ "prefix" "OCRSTREAM_ENCODER" "svc" .Values.encoder).
-*/}}
-{{- define "ocrstream.worker.consumerEnv" -}}
-- name: {{ .prefix }}_CONSUMER_GROUP
-  value: {{ .svc.consumerGroup | quote }}
-- name: {{ .prefix }}_INPUT_TOPIC
-  value: {{ include "ocrstream.topic" (dict "root" .root "key" .svc.inputTopic) | quote }}
-- name: {{ .prefix }}_OUTPUT_TOPIC
-  value: {{ include "ocrstream.topic" (dict "root" .root "key" .svc.outputTopic) | quote }}
 {{- end -}}
 
 {{/*
@@ -62,7 +50,7 @@ metadata:
   labels:
     {{- include "ocrstream.labels" $ctx | nindent 4 }}
   annotations:
-    {{- include "ocrstream.consumerAnnotations" (dict "root" $root "svc" $svc "autoscaling" $svc.autoscaling) | nindent 4 }}
+    {{- include "ocrstream.consumerAnnotations" (dict "root" $root "component" .component "autoscaling" $svc.autoscaling) | nindent 4 }}
 spec:
   {{- if not $svc.autoscaling.enabled }}
   replicas: {{ $svc.replicas }}
@@ -97,9 +85,9 @@ spec:
                 name: {{ include "ocrstream.component" (dict "root" $root "component" "config") }}
           env:
             {{- include "ocrstream.sharedEnv" $root | nindent 12 }}
-            - name: {{ $prefix }}_{{ .portName | upper }}_PORT
-              value: {{ .port | quote }}
-            {{- include "ocrstream.worker.consumerEnv" (dict "root" $root "prefix" $prefix "svc" $svc) | nindent 12 }}
+            {{- with .portEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
             {{- with include "ocrstream.serviceEnv" (dict "prefix" $prefix "env" $svc.env) }}{{ . | nindent 12 }}{{ end }}
           {{- include "ocrstream.httpProbes" (dict "port" .portName) | nindent 10 }}
           resources:
@@ -152,14 +140,15 @@ spec:
 {{/*
 ocrstream.worker.scaler: a KEDA ScaledObject on the component's consumer-group lag, or, with KEDA
 off, an autoscaling/v2 HPA on CPU (plus the external lag metric when hpa.lagMetric.enabled).
-Needs .svc.autoscaling, .svc.consumerGroup and .svc.inputTopic (the decoder passes its consumer's).
+Group and topic come from ocrstream.consumer (the code fixes them); bounds from .autoscaling.
 */}}
 {{- define "ocrstream.worker.scaler" -}}
 {{- $root := .root -}}
 {{- $as := .autoscaling -}}
 {{- $ctx := dict "root" $root "component" .component -}}
 {{- $name := include "ocrstream.component" $ctx -}}
-{{- $topic := include "ocrstream.topic" (dict "root" $root "key" .consumer.inputTopic) -}}
+{{- $consumer := include "ocrstream.consumer" (dict "root" $root "component" .component) | fromYaml -}}
+{{- $topic := $consumer.input -}}
 {{- if $root.Values.keda.enabled }}
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -191,7 +180,7 @@ spec:
     - type: kafka
       metadata:
         bootstrapServers: {{ include "ocrstream.kafkaBootstrap" $root | quote }}
-        consumerGroup: {{ .consumer.consumerGroup | quote }}
+        consumerGroup: {{ $consumer.group | quote }}
         topic: {{ $topic | quote }}
         lagThreshold: {{ $as.lagThreshold | quote }}
         activationLagThreshold: {{ $as.activationLagThreshold | quote }}
@@ -232,7 +221,7 @@ spec:
           name: {{ $root.Values.hpa.lagMetric.name }}
           selector:
             matchLabels:
-              {{ $root.Values.hpa.lagMetric.groupLabel }}: {{ .consumer.consumerGroup | quote }}
+              {{ $root.Values.hpa.lagMetric.groupLabel }}: {{ $consumer.group | quote }}
               {{ $root.Values.hpa.lagMetric.topicLabel }}: {{ $topic | quote }}
         target:
           type: AverageValue
@@ -340,7 +329,7 @@ NetworkPolicy), separated by `---`. The component files call only this.
 {{ include "ocrstream.worker.service" (dict "root" $root "component" .component "type" .serviceType "ports" .servicePorts) }}
 {{- if and .lagScaled $svc.autoscaling.enabled }}
 ---
-{{- include "ocrstream.worker.scaler" (dict "root" $root "component" .component "autoscaling" $svc.autoscaling "consumer" $svc) }}
+{{- include "ocrstream.worker.scaler" (dict "root" $root "component" .component "autoscaling" $svc.autoscaling) }}
 {{- end }}
 {{- if $svc.pdb.enabled }}
 ---
