@@ -60,6 +60,11 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# The kernel modules import this module just before their @triton.jit decorators run, and the
+# decorator fixes interpreted vs compiled then: a later change of the variable has no effect.
+_INTERPRET_AT_IMPORT = interpreting()
+
+
 def check_launchable(*tensors: Any) -> None:
     """Raise a clear error before a launch that could only fail deep inside triton."""
     if not HAS_TRITON:
@@ -68,7 +73,7 @@ def check_launchable(*tensors: Any) -> None:
     if len(devices) != 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(devices)}")
     dev = devices.pop()
-    if dev == "cpu" and not interpreting():
+    if dev == "cpu" and not (interpreting() and _INTERPRET_AT_IMPORT):
         raise RuntimeError(
             "triton kernels on CPU tensors need TRITON_INTERPRET=1 set before ocrstream.kernels "
             "modules are imported (the @triton.jit decorator reads it); got "

@@ -160,3 +160,25 @@ def test_dispatch_without_triton_installed(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "OK"
+
+
+def test_forced_triton_on_cpu_without_interpreter_fails_clearly():
+    """Kernel modules imported without TRITON_INTERPRET cannot run on CPU: say so, not 'no driver'."""
+    code = textwrap.dedent(
+        """
+        import os, torch
+        os.environ.pop("TRITON_INTERPRET", None)
+        from ocrstream.kernels import dispatch, rmsnorm  # rmsnorm's decorators run now
+        os.environ["OCRSTREAM_KERNELS"] = "triton"
+        os.environ["TRITON_INTERPRET"] = "1"  # too late for them
+        try:
+            dispatch.rms_norm(torch.randn(2, 8), torch.ones(8), 1e-6)
+        except RuntimeError as exc:
+            assert "TRITON_INTERPRET=1 set before" in str(exc), exc
+            print("OK")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OCRSTREAM_KERNELS", "TRITON_INTERPRET")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "OK"
