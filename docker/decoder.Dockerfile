@@ -13,14 +13,14 @@ COPY ocrstream ./ocrstream
 COPY services ./services
 COPY kernels ./kernels
 # Wheels for ocrstream and every dependency; the runtime stage installs them offline.
-RUN python3 -m pip wheel --wheel-dir /wheels ".[decoder,kernels,otlp]"
+RUN python3 -m pip wheel --wheel-dir /wheels ".[decoder,kernels,otlp,cluster]"
 
 FROM ${TRITON_IMAGE} AS runtime
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Triton's python backend stub embeds the system interpreter, so install into it (PEP 668 override);
 # the wheels are bind-mounted, never copied into a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python3 -m pip install --break-system-packages --no-index --find-links /wheels "ocrstream[decoder,kernels,otlp]" \
+    python3 -m pip install --break-system-packages --no-index --find-links /wheels "ocrstream[decoder,kernels,otlp,cluster]" \
  && groupadd --system --gid 10001 ocrstream \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/ocrstream --no-create-home ocrstream \
  && install -d -o 10001 -g 10001 /var/lib/ocrstream
