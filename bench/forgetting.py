@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 
 from ocrstream.cache.memory import MemoryCache
-from ocrstream.compression.context_store import ContextStore
-from ocrstream.compression.ladder import model_ladder
+from ocrstream.compression.context_store import ContextStore, curve_ladder, model_curve
 from ocrstream.compression.render import PageRenderer
 from ocrstream.model.runtime import SHIPPED_MODEL_DIR, OcrModel
 from ocrstream.store.local import LocalStore
@@ -50,10 +49,18 @@ def segments(n: int, size: int, seed: int) -> list[str]:
     return out
 
 
-def run(model, texts: list[str], budget: int, max_new_tokens: int, half_life: float) -> dict:  # noqa: ANN001
-    ladder = model_ladder(model.config)
+def run(model, ladder, quality, texts: list[str], budget: int, max_new_tokens: int, half_life: float) -> dict:  # noqa: ANN001
     with tempfile.TemporaryDirectory() as tmp:
-        cs = ContextStore("bench", model, ladder, budget, LocalStore(tmp), MemoryCache(), half_life=half_life)
+        cs = ContextStore(
+            "bench",
+            model,
+            ladder,
+            budget,
+            LocalStore(tmp),
+            MemoryCache(),
+            half_life=half_life,
+            quality=quality,
+        )
         fresh: dict[int, float] = {}
         for text in texts:
             (seg,) = cs.add(text) or (None,)
@@ -80,7 +87,7 @@ def run(model, texts: list[str], budget: int, max_new_tokens: int, half_life: fl
             )
         stats = cs.stats()
     stats.pop("segments_detail")
-    return {"rows": rows, "stats": stats, "ladder": [m.name for m in ladder]}
+    return {"rows": rows, "stats": stats, "ladder": [m.name for m in ladder], "quality": quality}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = OcrModel.load(args.checkpoint)
     size = int(model.config.sam.img_size)
-    ladder = model_ladder(model.config)
+    ladder, quality = curve_ladder(model, None if args.tiny else model_curve(args.checkpoint))
     top = ContextStore("probe", model, ladder, 0, LocalStore(tempfile.mkdtemp())).costs[0]
     budget = args.budget if args.budget is not None else 4 * top
-    report = run(model, segments(args.segments, size, args.seed), budget, args.max_new_tokens, args.half_life)
+    texts = segments(args.segments, size, args.seed)
+    report = run(model, ladder, quality, texts, budget, args.max_new_tokens, args.half_life)
     report["provenance"] = {
         "model": "tiny-random" if args.tiny else str(args.checkpoint or SHIPPED_MODEL_DIR),
         "weights_id": model.weights_id,

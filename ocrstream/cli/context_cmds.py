@@ -69,8 +69,7 @@ def _guard(fn):  # noqa: ANN001, ANN202
 
 
 def _open(args: argparse.Namespace, **create):  # noqa: ANN003, ANN202 - ContextStore
-    from ocrstream.compression.context_store import ContextStore
-    from ocrstream.compression.ladder import model_ladder
+    from ocrstream.compression.context_store import ContextStore, curve_ladder, model_curve
     from ocrstream.model.runtime import OcrModel
 
     if args.from_env:
@@ -86,7 +85,7 @@ def _open(args: argparse.Namespace, **create):  # noqa: ANN003, ANN202 - Context
         store, cache = LocalStore(args.store_dir), MemoryCache()
     model = OcrModel.load(args.checkpoint)
     if create.get("budget_tokens") is not None:
-        create["ladder"] = list(model_ladder(model.config))
+        create["ladder"], create["quality"] = curve_ladder(model, model_curve(args.checkpoint))
     else:
         create.pop("budget_tokens", None)
     return ContextStore.open(args.name, model, store, cache, **create)

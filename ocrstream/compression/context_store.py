@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from ocrstream.cache.base import Cache
-from ocrstream.compression.ladder import page_tokens
+from ocrstream.compression.ladder import model_ladder, page_tokens
 from ocrstream.compression.planner import plan_cost, plan_levels
 from ocrstream.compression.render import PageRenderer
 from ocrstream.errors import NotFound
@@ -37,8 +37,44 @@ from ocrstream.store.base import Store, get_json, put_json
 
 log = logging.getLogger(__name__)
 
+UNINFORMATIVE = 0.2  # a curve this low everywhere says the model cannot read: it cannot rank rungs
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MANIFEST_VERSION = 1
+
+
+def curve_ladder(
+    model,  # noqa: ANN001 - OcrModel
+    curve=None,  # noqa: ANN001 - CompressionCurve | None
+    page_size: int | None = None,
+    fill: float = 0.6,
+) -> tuple[list[Mode], list[float] | None]:
+    """The model's ladder and, with a measured curve, each rung's expected precision for a page
+    ``fill`` full; rungs that cost more but read no better than a cheaper one are left out (a
+    model trained at one view size may read worse when upscaled)."""
+    ladder = list(model_ladder(model.config))
+    if curve is None:
+        return ladder, None
+    size = int(page_size or model.config.sam.img_size)
+    text_tokens = fill * PageRenderer(size).chars_per_page / curve.chars_per_token
+    rows = []
+    for m in ladder:
+        enc = page_tokens(m, (size, size))[1]
+        rows.append((m, curve.expected_precision(m, text_tokens / enc)))
+    if max(q for _, q in rows) < UNINFORMATIVE:
+        log.warning("curve expects < %.2f precision on every rung: keeping the plain ladder", UNINFORMATIVE)
+        return ladder, None
+    kept = [(m, q) for i, (m, q) in enumerate(rows) if all(q > q2 for _, q2 in rows[i + 1 :])]
+    return [m for m, _ in kept], [q for _, q in kept]
+
+
+def model_curve(model_dir=None):  # noqa: ANN001, ANN201 - Path | str | None -> CompressionCurve | None
+    """The curve beside a model folder (None = shipped), or None when it has none."""
+    from ocrstream.compression.curve import curve_for
+
+    try:
+        return curve_for(model_dir)
+    except FileNotFoundError:
+        return None
 
 
 @dataclass

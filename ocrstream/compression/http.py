@@ -42,8 +42,11 @@ class ContextRegistry:
         budget_tokens: int = 512,
         ladder: list[str] | None = None,
         half_life: float = 4.0,
+        curve: Any = None,
     ) -> None:
+        """``curve``: the model's CompressionCurve (drops dominated rungs, ranks the rest)."""
         self._load_model = load_model
+        self.curve = curve
         self.store = store
         self.cache = cache
         self.budget_tokens = budget_tokens
@@ -59,18 +62,19 @@ class ContextRegistry:
         return self._model
 
     def get(self, name: str) -> Any:
-        from ocrstream.compression.context_store import ContextStore
-        from ocrstream.compression.ladder import model_ladder
+        from ocrstream.compression.context_store import ContextStore, curve_ladder
 
         with self._lock:
             if name not in self._stores:
                 model = self.model()
+                ladder, quality = curve_ladder(model, self.curve)
                 self._stores[name] = ContextStore.open(
                     name,
                     model,
                     self.store,
                     self.cache,
-                    ladder=self.ladder or list(model_ladder(model.config)),
+                    ladder=self.ladder or ladder,
+                    quality=None if self.ladder else quality,
                     budget_tokens=self.budget_tokens,
                     half_life=self.half_life,
                 )

@@ -90,3 +90,26 @@ def test_long_text_spans_pages_and_errors(model, tmp_path):
         cs.add("   ")
     with pytest.raises(NotFound, match="no context 'nope'"):
         ContextStore.open("nope", model, LocalStore(tmp_path))
+
+
+def test_curve_ladder_drops_dominated_rungs(model):
+    from ocrstream.compression.context_store import curve_ladder
+    from ocrstream.compression.curve import CompressionCurve, CurvePoint, ModeCurve
+    from ocrstream.model.modes import get_mode
+
+    def curve(levels: dict[str, float]) -> CompressionCurve:
+        return CompressionCurve(
+            {
+                k: ModeCurve(get_mode(k), [CurvePoint(0.1, p, 1), CurvePoint(50.0, p, 1)])
+                for k, p in levels.items()
+            }
+        )
+
+    # upscaling past the trained view reads worse: 320 costs more than 256 for less, so it goes
+    ladder, quality = curve_ladder(model, curve({"320": 0.7, "256": 0.9, "160": 0.6, "128": 0.3}))
+    assert [m.name for m in ladder] == ["256", "160", "128"]
+    assert quality == pytest.approx([0.9, 0.6, 0.3])
+    # a curve that says the model cannot read ranks nothing: the plain ladder
+    ladder, quality = curve_ladder(model, curve({"320": 0.01, "256": 0.05, "160": 0.0, "128": 0.0}))
+    assert [m.name for m in ladder] == ["320", "256", "160", "128"] and quality is None
+    assert curve_ladder(model, None)[1] is None
