@@ -29,13 +29,21 @@ class TritonHarness:
         self.client = grpcclient.InferenceServerClient(server.grpc_url)
 
     def load(self, names: list[str], timeout_s: float = 240.0) -> None:
-        """Load models (shards before the decoder) and wait until each is ready."""
-        deadline = time.monotonic() + timeout_s
-        for name in names:
+        """Load models concurrently (each stub imports torch: seconds) and wait until each is ready."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import tritonclient.grpc as grpcclient
+
+        def one(name: str) -> None:
             try:
-                self.client.load_model(name)
+                grpcclient.InferenceServerClient(self.grpc_url).load_model(name)
             except Exception as exc:  # surface the server log: it holds the model's traceback
                 raise AssertionError(f"loading {name} failed: {exc}\n{self.server.log_tail(40)}") from exc
+
+        deadline = time.monotonic() + timeout_s
+        with ThreadPoolExecutor(len(names)) as pool:
+            for f in [pool.submit(one, n) for n in names]:
+                f.result()
         for name in names:
             while not self.client.is_model_ready(name):
                 assert time.monotonic() < deadline, f"{name} not ready:\n{self.server.log_tail(40)}"
