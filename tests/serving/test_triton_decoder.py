@@ -36,7 +36,12 @@ def reference(tiny_snapshot):
     gen = torch.Generator().manual_seed(fresh_seed())
     hidden = model.config.decoder.hidden_size
     vts = [
-        VisionTokens(torch.randn(int(torch.randint(3, 12, (1,), generator=gen)), hidden, generator=gen), "tiny", (1, 1), (64, 64))
+        VisionTokens(
+            torch.randn(int(torch.randint(3, 12, (1,), generator=gen)), hidden, generator=gen),
+            "tiny",
+            (1, 1),
+            (64, 64),
+        )
         for _ in range(6)
     ]
     ref = model.decode(vts, prompt="free_ocr", max_new_tokens=MAX_NEW, ngram=NGRAM)
@@ -54,7 +59,9 @@ def test_sharded_greedy_output_equals_inprocess(triton, tiny_snapshot, reference
     folder, _ = tiny_snapshot
     pages, ref = reference
     dec_name = f"dec_k{n_shards}"
-    names = write_repository(triton.model_repo, str(folder), n_shards, decoder=dec_name, shard_prefix=f"shard_k{n_shards}")
+    names = write_repository(
+        triton.model_repo, str(folder), n_shards, decoder=dec_name, shard_prefix=f"shard_k{n_shards}"
+    )
     triton.load(names[1:] + names[:1])  # shards first: the decoder calls them from its first step
     try:
         client = TritonDecoder(triton.grpc_url, triton_model=dec_name)
@@ -96,7 +103,12 @@ def test_shard_reload_mid_stream_loses_no_page(triton, tiny_snapshot, reference,
     store.set_active(1)
     port = free_port()
     names = write_repository(
-        triton.model_repo, str(folder), 2, placement_store=str(store.folder), decoder="dec_rb", shard_prefix="shard_rb",
+        triton.model_repo,
+        str(folder),
+        2,
+        placement_store=str(store.folder),
+        decoder="dec_rb",
+        shard_prefix="shard_rb",
         decoder_params={"metrics_port": str(port), "max_batch": "3"},
     )
     metrics_url = f"http://127.0.0.1:{port}/metrics"

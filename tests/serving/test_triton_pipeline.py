@@ -50,7 +50,8 @@ def test_embedded_pipeline_triton_backend_matches_inprocess(triton, tiny_snapsho
             [summary] = pipe.run([doc], tmp_path / f"out-{backend}")
             result = json.loads(Path(summary["json"]).read_text())
             pages[backend] = [
-                (p["page"], p["text"], p["method"], [a.get("n_tokens") for a in p["attempts"]]) for p in result["pages"]
+                (p["page"], p["text"], p["method"], [a.get("n_tokens") for a in p["attempts"]])
+                for p in result["pages"]
             ]
         assert [p[0] for p in pages["triton"]] == [1, 2, 3]
         assert any(p[1] for p in pages["triton"])  # the model wrote something
