@@ -6,6 +6,8 @@ import json
 import random
 from typing import Any
 
+import yaml
+
 from .helmlib import CHART, RELEASE, load_values, render
 
 CI = CHART / "ci"
@@ -117,8 +119,13 @@ def test_dev_infra_points_services_at_in_cluster_backends(helm: Any) -> None:
         assert f'ensure "ocrstream.{suffix}" {values["kafka"]["topics"][key]["partitions"]}' in script
     assert script.count("\nensure ") == len(values["kafka"]["topics"])
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    collector = rendered.component("ConfigMap", "otel-collector")["data"]["collector.yaml"]
-    assert "otlp" in collector and "memory_limiter" in collector
+    collector = yaml.safe_load(rendered.component("ConfigMap", "otel-collector")["data"]["collector.yaml"])
+    assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
+    for pipeline in ("traces", "metrics", "logs"):
+        assert collector["service"]["pipelines"][pipeline]["processors"] == ["memory_limiter", "batch"]
+        assert collector["service"]["pipelines"][pipeline]["exporters"] == ["debug"]
+    np = rendered.component("NetworkPolicy", "otel-collector")
+    assert {p["port"] for p in np["spec"]["ingress"][0]["ports"]} == {4317, 4318}
 
 
 def test_production_scenario_has_no_dev_infra(helm: Any) -> None:
