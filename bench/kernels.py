@@ -171,16 +171,24 @@ def bench_all(quick: bool, ceil: dict, sizes: dict = OFFICIAL, device: str = "cu
     return rows
 
 
-def tune_moe(out_dir: Path, quick: bool) -> Path:
+def tune_moe(
+    out_dir: Path,
+    quick: bool,
+    sizes: dict = OFFICIAL,
+    device: str = "cuda",
+    grid: list[dict] | None = None,
+    token_counts: tuple[int, ...] | None = None,
+) -> Path:
     """Time a grid of block configs per token count for the official expert shape; save the best."""
     from ocrstream.kernels import moe_experts, moe_routing
 
-    dev, bf16 = "cuda", torch.bfloat16
-    H, E, inter, K = 1280, 64, 896, 6
+    dev, bf16 = device, torch.bfloat16
+    H, E, inter, K = (sizes[k] for k in ("H", "E", "I", "K"))
+    device_name = torch.cuda.get_device_name() if dev == "cuda" else dev
     w_gate = torch.randn(E, inter, H, dtype=bf16, device=dev) / H**0.5
     w_up = torch.randn(E, inter, H, dtype=bf16, device=dev) / H**0.5
     w_down = torch.randn(E, H, inter, dtype=bf16, device=dev) / inter**0.5
-    grid = [
+    grid = grid or [
         {
             "BLOCK_SIZE_M": bm,
             "BLOCK_SIZE_N": bn,
@@ -198,10 +206,11 @@ def tune_moe(out_dir: Path, quick: bool) -> Path:
             (3,) if quick else (3, 4),
         )
     ]
-    best: dict[str, dict] = {
-        "_tuned_with": {"script": "bench/kernels.py --tune", "device": torch.cuda.get_device_name()}
-    }
-    for M in (1, 64, 1024) if quick else (1, 16, 64, 256, 1024, 4096):
+    best: dict[str, dict] = {"_tuned_with": {"script": "bench/kernels.py --tune", "device": device_name}}
+    name = moe_experts.config_file_name(E, inter, device_name, bf16)
+    path = out_dir / "configs" / "moe_experts" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for M in token_counts or ((1, 64, 1024) if quick else (1, 16, 64, 256, 1024, 4096)):
         x = torch.randn(M, H, dtype=bf16, device=dev)
         tw, ti, tc = moe_routing.moe_routing_triton(torch.randn(M, E, device=dev), K)
         timings = []
@@ -222,10 +231,7 @@ def tune_moe(out_dir: Path, quick: bool) -> Path:
         ms, cfg = min(timings, key=lambda p: p[0])
         best[str(M)] = cfg
         print(f"tune M={M}: best {ms:.4f} ms {cfg} ({len(timings)} configs)", flush=True)
-    name = moe_experts.config_file_name(E, inter, torch.cuda.get_device_name(), bf16)
-    path = out_dir / "configs" / "moe_experts" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(best, indent=2) + "\n")
+        path.write_text(json.dumps(best, indent=2) + "\n")  # after every M: a timeout keeps what is done
     return path
 
 

@@ -4,6 +4,8 @@ import importlib.util
 import math
 from pathlib import Path
 
+import torch
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "kernels.py"
 
 TINY = {
@@ -30,3 +32,33 @@ def test_bench_rows_on_cpu(seed):
         assert ("GBps" in r) or ("TFLOPs" in r)
     table = bench._table(rows, ceil)
     assert table.count("\n| ") == len(rows) + 1  # header + one line per row
+
+
+def test_tuner_writes_a_file_the_loader_reads(tmp_path, monkeypatch, seed):
+    spec = importlib.util.spec_from_file_location("bench_kernels_tune", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from ocrstream.kernels import moe_experts
+
+    grid = [
+        {
+            "BLOCK_SIZE_M": bm,
+            "BLOCK_SIZE_N": 32,
+            "BLOCK_SIZE_K": 64,
+            "GROUP_SIZE_M": 1,
+            "num_warps": 4,
+            "num_stages": 2,
+        }
+        for bm in (16, 32)
+    ]
+    path = bench.tune_moe(tmp_path, True, TINY, "cpu", grid=grid, token_counts=(1, 20))
+    assert path.name == "E=8,N=32,device_name=cpu.json"
+    monkeypatch.setattr(moe_experts, "CONFIG_DIR", path.parent)
+    moe_experts.load_configs.cache_clear()
+    try:
+        configs = moe_experts.load_configs(8, 32, "cpu", torch.bfloat16)
+    finally:
+        moe_experts.load_configs.cache_clear()
+    assert set(configs) == {1, 20}
+    assert configs[1]["BLOCK_SIZE_M"] == 16  # 32-row blocks exceed what 1 token x k=2 can fill
+    assert configs[20] in grid
