@@ -211,3 +211,43 @@ def test_torch_roles_do_pull_torch() -> None:
     # Guards the check above: the same expansion does find torch where it belongs.
     assert "torch" in expand_extras({"encoder"})
     assert "torch" not in expand_extras({"ingest"})
+
+
+def test_wheel_carries_what_the_images_run(tmp_path: Path) -> None:
+    """The images `pip install .[role]`: the wheel must hold the services, the repository writer and
+    every shipped asset (the embedded model), or a container starts without them."""
+    import subprocess
+    import sys
+    import zipfile
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(REPO),
+            "-w",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("ocrstream-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for service in ("ingest", "rasterizer", "encoder", "decoder", "assembler"):
+        assert f"ocrstream/services/{service}/main.py" in names
+    assert "ocrstream/serving/repo.py" in names
+    assets = REPO / "ocrstream" / "assets"
+    shipped = {
+        p.relative_to(REPO).as_posix()
+        for p in assets.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
+    assert shipped, "no assets found"
+    assert shipped - names == set()
