@@ -216,27 +216,31 @@ def test_torch_roles_do_pull_torch() -> None:
 def test_wheel_carries_what_the_images_run(tmp_path: Path) -> None:
     """The images `pip install .[role]`: the wheel must hold the services, the repository writer and
     every shipped asset (the embedded model), or a container starts without them."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            str(REPO),
-            "-w",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    # Build from a copy of exactly what the Dockerfiles COPY (setuptools writes build/ in the source tree).
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for name in ("ocrstream", "services", "kernels"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        str(src),
+        "-w",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=src)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("ocrstream-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
