@@ -282,3 +282,26 @@ def test_env_wiring(scenario: tuple[dict[str, Any], Rendered]) -> None:
             assert ref["name"] == f"{RELEASE}-ocrstream-credentials"
             secret = rendered.component("Secret", "credentials")["stringData"]
             assert secret[ref["key"]], f"{var} empty in the chart's Secret"
+
+
+def test_validators_are_not_vacuous(helm: Any) -> None:
+    """The offline schemas catch the mistakes they are here for (a passing render proves nothing otherwise)."""
+    rendered = render(helm, load_values(CI_VALUES[0]))
+    keda = jsonschema.Draft202012Validator(
+        json.loads(CRD_SCHEMAS[("keda.sh/v1alpha1", "ScaledObject")].read_text())
+    )
+    so = rendered.component("ScaledObject", "encoder")
+    assert list(keda.iter_errors(so)) == []
+    broken = json.loads(json.dumps(so))
+    broken["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 20  # CRD metadata is map[string]string
+    del broken["spec"]["triggers"][0]["metadata"]["consumerGroup"]
+    broken["spec"]["maxReplicas"] = 3  # HPA spelling, not KEDA's
+    messages = sorted(e.message for e in keda.iter_errors(broken))
+    assert any("'consumerGroup' is a required property" in m for m in messages), messages
+    assert any("20 is not of type 'string'" in m for m in messages), messages
+    assert any("'maxReplicas' was unexpected" in m for m in messages), messages
+
+    deployment = json.loads(json.dumps(rendered.component("Deployment", "encoder")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFS"] = True  # a typo
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSIONS[-1], strict=True)
