@@ -7,6 +7,7 @@ ocrstream exception tree.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -18,6 +19,8 @@ from ocrstream.bus.base import Headers, Record
 from ocrstream.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
+
+READY_WINDOW_S = 30.0
 
 
 @contextmanager
@@ -92,14 +95,18 @@ class KafkaBusConsumer:
                 auto_offset_reset="earliest",
                 max_poll_interval_ms=600_000,  # a CPU decode batch can take minutes
             )
+        self._last_ok = float("-inf")
 
     @property
     def ready(self) -> bool:
-        return bool(self._c.assignment())
+        # Assigned partitions, or a poll that reached the broker recently: a consumer left without
+        # partitions (more replicas than partitions) is idle, not broken.
+        return bool(self._c.assignment()) or time.monotonic() - self._last_ok < READY_WINDOW_S
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         with _mapped("poll"):
             batches = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        self._last_ok = time.monotonic()
         out = []
         for recs in batches.values():
             for r in recs:

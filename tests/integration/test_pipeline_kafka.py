@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -36,6 +37,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.minio]
 REPO = Path(__file__).resolve().parents[2]
 DEC = DecoderConfig(max_new_tokens=16, ladder="t=0.0;t=0.7;mode=small")
 ENV = {"OCRSTREAM_INGEST_DEFAULT_MODE": "tiny"}
+
+
+@pytest.fixture
+def rng():
+    return random.Random(os.urandom(8))
 
 
 @pytest.fixture(scope="module")
