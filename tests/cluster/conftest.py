@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.charts.helmlib import CHART, ensure_helm, load_values, render
+# tests/ is on sys.path (rootdir conftest, no __init__.py there), so the chart helpers import as `charts`.
+from charts.helmlib import CHART, ensure_helm, load_values, render
 
 
 class FakeApi:
