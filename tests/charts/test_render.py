@@ -98,7 +98,7 @@ def test_pods_are_locked_down(scenario: tuple[dict[str, Any], Rendered]) -> None
         assert pod["automountServiceAccountToken"] is api, where
         psc = pod["securityContext"]
         assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}, where
-        for c in pod["containers"]:
+        for c in pod["containers"] + pod.get("initContainers", []):
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, (where, c["name"])
             assert sc["capabilities"] == {"drop": ["ALL"]}, (where, c["name"])
