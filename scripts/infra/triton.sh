@@ -102,7 +102,8 @@ import json, sys
 wanted, index = sys.argv[1], json.loads(sys.argv[2])
 bad = []
 for m in index:
-    state, reason = m.get("state", "?"), m.get("reason", "")
+    # First line only: python-backend reasons carry a whole traceback (the log has it).
+    state, reason = m.get("state", "?"), (m.get("reason", "").strip().splitlines() or [""])[0][:300]
     print(f"[infra] triton model {m['name']}: {state}{' - ' + reason if reason else ''}", file=sys.stderr)
     if state != "READY" and (wanted == "*" and state == "UNAVAILABLE" or m["name"] in wanted.split(",")):
         bad.append(m["name"])
