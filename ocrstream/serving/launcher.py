@@ -91,6 +91,8 @@ class TritonServer:
 
     def start(self, timeout_s: float = 180.0) -> TritonServer:
         server, _ = wheel_paths()
+        if not Path(self.model_repo).is_dir():
+            raise TritonLaunchError(f"model repository {self.model_repo} is not a folder")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         backends = make_backend_dir(self.work_dir)
         self.http_port = self.http_port or free_port(self.host)
