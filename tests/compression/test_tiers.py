@@ -20,7 +20,7 @@ def test_context_on_redis_and_s3(
     store = S3Store(e.endpoint, e.access_key, e.secret_key, minio_bucket, e.secure)
     cache = RedisCache(redis_url, redis_key_prefix)
     cs = ContextStore.open(
-        "chat", model, store, cache, ladder=list(model_ladder(model.config)), budget_tokens=70
+        "chat", model, store, cache, ladder=list(model_ladder(model.config)), budget_tokens=50
     )
     for i in range(5):
         cs.add(f"turn {i} " + " ".join(rng.choice(["red", "green", "blue", "grey"]) for _ in range(20)))
