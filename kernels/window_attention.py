@@ -145,7 +145,7 @@ def window_attention_triton(
     has_bias = rel_h is not None
     KH, KW = (rel_h.shape[-1], rel_w.shape[-1]) if has_bias else (1, L)
     sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    out = torch.empty_like(q)
+    out = torch.empty((B, H, L, D), dtype=q.dtype, device=q.device)  # contiguous, like SDPA's output
     BLOCK_SIZE_D = max(16, next_power_of_2(D))
     BLOCK_SIZE_M = block_size_m or 64
     BLOCK_SIZE_N = block_size_n or 64
