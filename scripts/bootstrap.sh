@@ -41,6 +41,8 @@ if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys; sys.exi
     log "creating venv $VENV from $PY ($("$PY" -V 2>&1))"
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
+    # ensurepip's bundled pip can be years old; a current resolver is much faster on this dependency set.
+    "$VENV/bin/python" -m pip install -q --upgrade 'pip>=25' >&2 || die "could not upgrade pip in $VENV"
     log "step venv: created in $(elapsed "$t")s"
 else
     log "step venv: $VENV exists ($("$VENV/bin/python" -V 2>&1)), $(elapsed "$t")s"

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # its variables are used by the scripts that source it
 # Shared helpers of the dev infrastructure scripts (sourced, never run).
 #
 # Layout: data and logs under $OCRSTREAM_DEV_HOME (default ~/.cache/ocrstream/dev/<service>/),
