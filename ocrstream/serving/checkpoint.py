@@ -44,6 +44,11 @@ def resolve_checkpoint(spec: str, cache_dir: str | Path | None = None) -> Path:
     if not spec:
         from ocrstream.model.runtime import SHIPPED_MODEL_DIR
 
+        if not (SHIPPED_MODEL_DIR / CONFIG_NAME).exists():
+            raise CheckpointError(
+                f"no checkpoint parameter and no shipped model at {SHIPPED_MODEL_DIR} (train it with "
+                "`ocrstream train`, or set the model's 'checkpoint' parameter to a folder or s3:// prefix)"
+            )
         return SHIPPED_MODEL_DIR
     if not spec.startswith("s3://"):
         path = Path(spec)
