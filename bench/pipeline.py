@@ -75,7 +75,7 @@ def in_process(model, docs: list[bytes], mode: str, prompt: str, batch: int, max
         _, pages = rasterize(data, Limits())
         images.extend(p.image for p in pages)
     for i in range(0, len(images), batch):
-        vts = model.encode_batch(images[i : i + batch], mode)
+        vts = model.encode_batch(images[i : i + batch], None if mode == "default" else mode)
         model.decode(vts, prompt=prompt, max_new_tokens=max_new, temperature=0.0, ngram=(20, 90))
     return time.perf_counter() - t0
 
@@ -103,7 +103,7 @@ def build_pipeline(args, model):
     else:
         bus = MemoryBus()
     dec = DecoderConfig(max_new_tokens=args.max_new_tokens, ladder="t=0.0")
-    wcfg = WorkerConfig(max_batch=args.batch, max_wait_ms=50, metrics_port=0)
+    wcfg = WorkerConfig(max_batch=args.batch, max_wait_ms=args.max_wait_ms, metrics_port=0)
     env = {"OCRSTREAM_INGEST_DEFAULT_MODE": args.mode, "OCRSTREAM_INGEST_DEFAULT_PROMPT": args.prompt}
     pipe = ThreadedPipeline(
         common,
@@ -135,8 +135,18 @@ def main() -> int:
     ap.add_argument("--bus", choices=("kafka", "memory"), default="kafka")
     ap.add_argument("--store", choices=("s3", "local"), default="s3")
     ap.add_argument("--cache", choices=("redis", "memory"), default="redis")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--max-wait-ms", type=int, default=200, help="pipeline micro-batch fill wait")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch/OpenMP threads per thread of work (both sides; 0 = default)",
+    )
     args = ap.parse_args()
+    if args.threads:
+        # Before torch loads: OpenMP's thread count is per OS thread, so only the environment
+        # gives the pipeline's worker threads the same setting as the in-process side.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     import torch
 
