@@ -91,6 +91,16 @@ logger.apache.level=INFO
 EOF
 }
 
+# A cluster id as `StorageTool random-uuid` makes it (16 random bytes, URL-safe base64, no padding,
+# not starting with '-'), without paying for a second JVM start.
+kafka_cluster_id() {
+    local id="-"
+    while [[ "$id" == -* ]]; do
+        id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
+    printf '%s\n' "$id"
+}
+
 kafka_start() {
     local dir
     dir="$(service_dir kafka)"
@@ -102,11 +112,7 @@ kafka_start() {
         local t0 flog
         t0="$(now)"
         flog="$(log_file kafka)"
-        [[ -f "$dir/cluster.id" ]] || "${KAFKA_JAVA[@]}" kafka.tools.StorageTool random-uuid 2>>"$flog" | tail -n1 >"$dir/cluster.id"
-        [[ -s "$dir/cluster.id" ]] || {
-            log_tail "$flog"
-            die "kafka: StorageTool random-uuid printed nothing"
-        }
+        [[ -s "$dir/cluster.id" ]] || kafka_cluster_id >"$dir/cluster.id"
         "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format --ignore-formatted -t "$(cat "$dir/cluster.id")" \
             -c "$dir/server.properties" >>"$flog" 2>&1 || {
             log_tail "$flog"
@@ -126,7 +132,7 @@ kafka_ready() {
     # The port opens before the broker has joined the quorum; the server logs this line once it serves.
     tail -n +"$(($(cat "$dir/log.offset" 2>/dev/null || echo 0) + 1))" "$(log_file kafka)" | grep -q 'Kafka Server started'
 }
-kafka_timeout() { echo "${OCRSTREAM_DEV_KAFKA_TIMEOUT:-120}"; }
+kafka_timeout() { echo "${OCRSTREAM_DEV_KAFKA_TIMEOUT:-180}"; }
 kafka_stop_timeout() { echo 30; }
 kafka_describe() { echo "bootstrap $HOST:$OCRSTREAM_DEV_KAFKA_PORT (Kafka $KAFKA_VERSION, KRaft)"; }
 

@@ -86,7 +86,7 @@ triton_start() {
 }
 
 triton_ready() { curl -sf -o /dev/null --max-time 2 "$HTTP_URL/v2/health/ready"; }
-triton_timeout() { echo "${OCRSTREAM_DEV_TRITON_TIMEOUT:-300}"; }
+triton_timeout() { echo "${OCRSTREAM_DEV_TRITON_TIMEOUT:-600}"; }
 triton_stop_timeout() { echo 30; }
 triton_describe() {
     echo "http $HOST:$OCRSTREAM_DEV_TRITON_HTTP_PORT grpc $HOST:$OCRSTREAM_DEV_TRITON_GRPC_PORT metrics $HOST:$OCRSTREAM_DEV_TRITON_METRICS_PORT"
