@@ -73,3 +73,32 @@ def test_folder_source_submits_each_file_once(backbone, rng, tmp_path):
     (inbox / "copy.pdf").write_bytes((inbox / "d0.pdf").read_bytes())  # same content, new name
     assert src.scan() == 1
     assert len(_submitted(backbone)) == 3  # the copy was a duplicate by content hash
+
+
+def test_reference_topic_submits_and_bad_refs_dead_letter(backbone, rng, tmp_path):
+    from ocrstream.services.ingest.handler import RefHandler
+    from ocrstream.services.ingest.sources import make_fetcher
+    from ocrstream.services.runtime import Worker
+
+    from ocrstream.config import WorkerConfig
+    from ocrstream.messages import DeadLetter, DocumentRef
+
+    ing = _ingestor(backbone)
+    doc = tmp_path / "ref.pdf"
+    doc.write_bytes(make_pdf([random_words(rng, 2)]))
+    prod = backbone.bus.producer()
+    refs = [
+        DocumentRef(uri=str(doc), mode="tiny"),
+        DocumentRef(uri=str(tmp_path / "missing.pdf")),
+        DocumentRef(uri="http://x/y.pdf"),
+    ]
+    publish_messages(prod, P, refs, None)
+    cfg = WorkerConfig(max_wait_ms=0, metrics_port=0)
+    w = Worker(RefHandler(ing, make_fetcher(None)), backbone.bus, backbone.telemetry, cfg, P)
+    assert w.run_once(0) == 3
+    (msg,) = _submitted(backbone)
+    assert (msg.filename, msg.mode) == ("ref.pdf", "tiny")
+    dls = [DeadLetter.from_bytes(r.value) for r in backbone.bus.records(topic(DeadLetter, P))]
+    assert sorted((d.original_key, d.reason) for d in dls) == sorted(
+        [(str(tmp_path / "missing.pdf"), "not_found"), ("http://x/y.pdf", "invalid_message")]
+    )
