@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tok = subparsers.add_parser("tokenizer", help="project tokenizer")
     tsub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION")
     t = tsub.add_parser("train", help="train the BPE tokenizer on the train split")
-    t.add_argument("--vocab", type=int, default=4096)
+    t.add_argument("--vocab", type=int, default=1024)
     t.add_argument("--out", type=Path, default=ASSETS / "model" / "tokenizer.json")
     t.set_defaults(func=cmd_tokenizer)
     tok.set_defaults(func=lambda a: (tok.print_help(), 2)[1])
@@ -157,6 +157,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     info = export(args.checkpoint, ASSETS / "model" / "tokenizer.json", args.out)
     model, tok = _load_for_eval(None if args.out == ASSETS / "model" else args.checkpoint)
     res = evaluate_model(model, tok, n_pages=args.pages)
-    write_eval(res, args.out / "eval.json", {"checkpoint": str(args.checkpoint), **info})
+    write_eval(res, args.out / "eval.json", info)
     print(json.dumps(res["splits"], indent=2))
     return 0

@@ -40,6 +40,23 @@ class Page:
     level: int
     source: str
     meta: dict = field(default_factory=dict)
+    # every drawn string: (x, y, text, font) - where the text is, for per-vision-token labels
+    spans: list = field(default_factory=list)
+
+
+class _RecordingDraw:
+    """ImageDraw proxy that remembers where each string was drawn."""
+
+    def __init__(self, draw: ImageDraw.ImageDraw) -> None:
+        self._draw = draw
+        self.spans: list = []
+
+    def text(self, xy, text, font, fill) -> None:  # noqa: ANN001 - PIL signature subset
+        self._draw.text(xy, text, font=font, fill=fill)
+        self.spans.append((float(xy[0]), float(xy[1]), text, font))
+
+    def line(self, *args, **kw) -> None:  # noqa: ANN002, ANN003
+        self._draw.line(*args, **kw)
 
 
 @dataclass
@@ -103,7 +120,7 @@ class PageGenerator:
         bg = rng.randint(215, 255)
         fg = rng.randint(0, 80)
         img = Image.new("L", (s, s), bg)
-        draw = ImageDraw.Draw(img)
+        draw = _RecordingDraw(ImageDraw.Draw(img))
         margin = int(rng.uniform(0.03, 0.1) * s)
         para = rng.choice(self.paragraphs)
         source = para.source
@@ -133,7 +150,7 @@ class PageGenerator:
 
         if degrade:
             img = self._degrade(rng, img)
-        return Page(img.convert("RGB"), text, md, face.name, level, source, {"font_px": px})
+        return Page(img.convert("RGB"), text, md, face.name, level, source, {"font_px": px}, draw.spans)
 
     def _full(self, rng, draw, para, face, px, line_h, margin, fg) -> tuple[str, str]:
         s = self.size

@@ -30,6 +30,7 @@ class Batch:
     lengths: torch.Tensor  # [B] real target lengths
     texts: list[str]
     levels: list[int]
+    cell_targets: torch.Tensor | None = None  # [B, N, V] token distribution per vision-token cell
 
     @property
     def size(self) -> int:
@@ -64,7 +65,9 @@ def make_batch(
     targets = torch.full((len(pages), lmax), IGNORE, dtype=torch.long)
     for i, t in enumerate(tg):
         targets[i, : len(t)] = torch.tensor(t)
+    side = pages[0].image.size[0]
     return Batch(
+        cell_targets=cell_targets(pages, tok, side, grid=side // 64) if pages[0].spans else None,
         pixels=pixels_from_pages(pages),
         prefix_ids=torch.tensor([prefix] * len(pages), dtype=torch.long),
         targets=targets,
@@ -83,3 +86,31 @@ def corrupt(ids: torch.Tensor, rate: float, vocab: int, n_special: int, rng: ran
     mask = (torch.rand(ids.shape, generator=g) < rate) & (ids >= n_special)
     rnd = torch.randint(n_special, vocab, ids.shape, generator=g)
     return torch.where(mask, rnd, ids)
+
+
+def cell_targets(pages: Sequence[Page], tok: Tokenizer, side: int, grid: int) -> torch.Tensor:
+    """[B, grid*grid, V]: for each vision-token cell (64x64 px, row-major), the normalised bag of
+    tokens whose glyphs are centred in it (all zeros for empty cells).
+
+    This is the per-token reading head on the compressed tokens: it gives the encoder a direct,
+    local signal of what text lies where, before the decoder has learnt to look at the image.
+    """
+    vocab = tok.get_vocab_size()
+    cell = side / grid
+    bi, ci, ti = [], [], []
+    for b, p in enumerate(pages):
+        for x, y, text, font in p.spans:
+            enc = tok.encode(text)
+            row = min(grid - 1, max(0, int((y + font.size * 0.6) // cell)))
+            ends = sorted({o for se in enc.offsets for o in se})
+            xs = {o: font.getlength(text[:o]) for o in ends}
+            for tid, (s0, e0) in zip(enc.ids, enc.offsets, strict=True):
+                col = min(grid - 1, max(0, int((x + 0.5 * (xs[s0] + xs[e0])) // cell)))
+                bi.append(b)
+                ci.append(row * grid + col)
+                ti.append(tid)
+    out = torch.zeros(len(pages), grid * grid, vocab)
+    if bi:
+        idx = (torch.tensor(bi), torch.tensor(ci), torch.tensor(ti))
+        out.index_put_(idx, torch.ones(len(bi)), accumulate=True)
+    return out / out.sum(-1, keepdim=True).clamp_min(1.0)

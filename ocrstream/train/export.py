@@ -49,5 +49,6 @@ def export(ckpt: Path, tokenizer: Path, out: Path = ASSET_DIR, dtype: torch.dtyp
         "state": data["state"],
         "train_config": data["train_config"],
         "weights_bytes": size,
+        "n_params": sum(p.numel() for p in model.parameters()),
         "corpus": data.get("corpus"),
     }

@@ -17,6 +17,8 @@ import math
 import os
 import random
 import resource
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,8 +49,8 @@ class TrainConfig:
     batch: int = 16
     steps: int = 1_000_000  # upper bound; runs are usually stopped by max_minutes
     max_minutes: float = 0.0  # 0 = no wall-clock limit
-    lr: float = 8e-4
-    warmup: int = 150
+    lr: float = 3e-4  # 1e-3 collapsed the encoder to image-independent tokens within 5 steps
+    warmup: int = 50
     decoder_lr_mult_start: float = 0.3  # decoder learns slower at first so vision can catch up
     decoder_lr_ramp: int = 1500
     weight_decay: float = 0.05
@@ -56,6 +58,7 @@ class TrainConfig:
     read_weight: float = 1.0
     var_weight: float = 5.0
     var_floor: float = 0.3
+    cell_weight: float = 1.0
     corrupt_rate: float = 0.15
     unlock_acc: float = 0.55  # reading-head token accuracy at the top level that unlocks the next
     unlock_steps: int = 250  # ... or this many steps at the top level, whichever comes first
@@ -127,6 +130,10 @@ def level_weights(top: int, tc: TrainConfig) -> list[float]:
         return [1.0 if i == top else 0.0 for i in LEVELS]
     rest = (1 - tc.levels_prob_top) / (len(lv) - 1)
     return [tc.levels_prob_top if i == top else (rest if i in lv else 0.0) for i in LEVELS]
+
+
+def _raise_interrupt(signum, frame) -> None:  # noqa: ANN001
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class Trainer:
@@ -218,6 +225,7 @@ class Trainer:
             read_weight=tc.read_weight,
             var_weight=tc.var_weight,
             var_floor=tc.var_floor,
+            cell_weight=tc.cell_weight,
         )
         self.opt.zero_grad(set_to_none=True)
         out.total.backward()
@@ -241,6 +249,7 @@ class Trainer:
             "read": out.read.item(),
             "var_pen": out.var_pen.item(),
             "aux": out.aux.item(),
+            "cell": out.cell.item(),
             "image_frac": out.image_frac,
             "ar_acc": out.ar_acc,
             "read_acc": out.read_acc,
@@ -259,6 +268,9 @@ class Trainer:
         from tqdm import tqdm
 
         tc, st = self.tc, self.state
+        # SIGTERM (e.g. `kill PID`) stops after saving, like Ctrl-C
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_interrupt)
         t_start = time.time()
         cpu_start = cpu_seconds()
         cpu_base, wall_base = st.cpu_seconds, st.wall_seconds
@@ -312,6 +324,8 @@ class Trainer:
                     win_pages, win_t = 0, time.time()
                 if not math.isfinite(m["loss"]):
                     raise FloatingPointError(f"non-finite loss at step {st.step}: {m}")
+        except KeyboardInterrupt:
+            log.info("interrupted at step %d; checkpoint saved", st.step)
         finally:
             self.save()
             metrics_f.close()

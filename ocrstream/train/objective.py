@@ -33,6 +33,7 @@ class LossParts:
     read: torch.Tensor
     var_pen: torch.Tensor
     aux: torch.Tensor
+    cell: torch.Tensor
     image_frac: float
     ar_acc: float
     read_acc: float
@@ -92,6 +93,7 @@ def compute_loss(
     var_weight: float = 1.0,
     var_floor: float = 0.3,
     aux_weight: float = 1.0,
+    cell_weight: float = 1.0,
     with_read: bool = True,
 ) -> LossParts:
     model = tr.model
@@ -137,8 +139,17 @@ def compute_loss(
     var_pen = F.relu(var_floor - frac)
     aux = model.model.aux_loss() if model.training else None
     aux = torch.zeros(()) if aux is None else aux
-    total = ar + read_weight * read + var_weight * var_pen + aux_weight * aux
-    return LossParts(total, ar, read, var_pen, aux, float(frac.detach()), ar_acc, read_acc, n_tok)
+    cell = torch.zeros(())
+    if batch.cell_targets is not None and cell_weight > 0 and pixels is None:
+        # per-vision-token bag of tokens through the model's own final norm + LM head, so vision
+        # tokens land near the output embeddings of the text they show (easy for the decoder to use)
+        tgt_cells = batch.cell_targets  # [B, N, V]
+        has = tgt_cells.sum(-1) > 0  # [B, N]
+        if has.any():
+            logp = torch.log_softmax(model.lm_head(model.model.norm(feats.projected)).float(), dim=-1)
+            cell = -(tgt_cells * logp).sum(-1)[has].mean()
+    total = ar + read_weight * read + var_weight * var_pen + aux_weight * aux + cell_weight * cell
+    return LossParts(total, ar, read, var_pen, aux, cell, float(frac.detach()), ar_acc, read_acc, n_tok)
 
 
 @torch.no_grad()

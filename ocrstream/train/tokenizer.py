@@ -36,7 +36,7 @@ SPECIAL_TOKENS = (
     "<|User|>",
     "<|Assistant|>",
 )
-DEFAULT_VOCAB = 4096
+DEFAULT_VOCAB = 1024
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB) -> Tokenizer:

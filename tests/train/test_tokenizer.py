@@ -11,7 +11,7 @@ from ocrstream.train.tokenizer import SPECIAL_TOKENS, load_tokenizer, special_id
 
 def test_shipped_tokenizer_round_trips_held_out_text():
     tok = load_tokenizer(ASSET_DIR / "tokenizer.json")
-    assert tok.get_vocab_size() == 4096
+    assert tok.get_vocab_size() == 1024
     assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
     assert special_ids(tok) == {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2, "image_token_id": 3}
     paras = load_corpus()["test"]
@@ -23,9 +23,9 @@ def test_shipped_tokenizer_round_trips_held_out_text():
     ids = tok.encode(odd).ids
     assert tok.decode(ids, skip_special_tokens=False) == odd
     assert tok.token_to_id("<td>") in ids
-    # compresses prose: > 3 chars per token on held-out text
+    # compresses prose: > 2.5 chars per token on held-out text
     text = " ".join(p.text for p in paras[:300])
-    assert len(text) / len(tok.encode(text).ids) > 3.0
+    assert len(text) / len(tok.encode(text).ids) > 2.5
 
 
 def test_train_tokenizer_small():
