@@ -146,3 +146,39 @@ def test_trace_context_roundtrip_through_headers():
     assert child.context.trace_id == root.context.trace_id
     assert child.parent.span_id == root.context.span_id
     assert ("schema-version", b"1") in headers
+
+
+def test_otlp_export_by_configuration():
+    """OCRSTREAM_OTLP_ENDPOINT -> spans POSTed as OTLP/HTTP protobuf to <endpoint>/v1/traces."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    got = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        provider = tracer_provider("encoder", otlp_endpoint=f"http://127.0.0.1:{server.server_address[1]}")
+        with provider.get_tracer("t").start_as_current_span("encode page 3"):
+            pass
+        provider.force_flush()
+        provider.shutdown()
+    finally:
+        server.shutdown()
+    assert [p for p, _ in got] == ["/v1/traces"]
+    req = ExportTraceServiceRequest.FromString(got[0][1])
+    (rs,) = req.resource_spans
+    assert {a.key: a.value.string_value for a in rs.resource.attributes}["service.name"] == "ocrstream-encoder"
+    assert [s.name for s in rs.scope_spans[0].spans] == ["encode page 3"]
