@@ -180,6 +180,11 @@ def main() -> int:
         t_re = time.perf_counter() - t0
         re_calls = pipe.encoder.encode_calls - calls0 - encoded
         hit = pipe.telemetry["decoder"].cache_hit_ratio()
+        busy = {}
+        for name, w in pipe.workers.items():
+            h = pipe.telemetry[name].stage_seconds.labels(w.stage)
+            n_batches = sum(b.get() for b in h._buckets)
+            busy[w.stage] = (h._sum.get(), int(n_batches), w.processed)
     finally:
         pipe.stop()
 
@@ -188,6 +193,10 @@ def main() -> int:
     print(
         f"{args.bus} pipeline{' ' * (11 - len(args.bus))}: {t_pipe:8.2f} s  {pipe_pps:7.2f} pages/s  "
         f"({encoded} pages encoded; store {args.store}, cache {args.cache})"
+    )
+    print(
+        "stage busy s / batches / records (full pass + re-decode): "
+        + ", ".join(f"{k} {t:.2f}/{b}/{n}" for k, (t, b, n) in busy.items())
     )
     print(f"ratio pipeline / in-process pages/s = {pipe_pps / inproc_pps:.3f}  (aim >= 0.9)")
     print(
