@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from ocrstream.services.runtime import HealthServer, install_signal_handlers
 from ocrstream.services.wiring import all_topics, build_backbone, build_handler, build_worker, load_model
 
-from ocrstream.config import CommonConfig, WorkerConfig
+from ocrstream.config import CommonConfig, DecoderConfig, WorkerConfig
 from ocrstream.telemetry import setup_logging
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,11 @@ def serve(service: str, env: Mapping[str, str] | None = None) -> int:
     setup_logging(common.log_format)
     bb = build_backbone(service, common)
     bb.bus.ensure_topics(all_topics(common.topic_prefix))
-    model = load_model(common) if service in ("encoder", "decoder") else None
+    # A Triton decoder needs no local model (its mode rung is then skipped: no encoder here).
+    needs_model = service == "encoder" or (
+        service == "decoder" and DecoderConfig.from_env(env).backend == "inprocess"
+    )
+    model = load_model(common) if needs_model else None
     worker = build_worker(service, bb, build_handler(service, bb, model, env), env)
     wcfg = WorkerConfig.for_service(service, env)
     health = None
