@@ -40,8 +40,9 @@ class Handler(Protocol):
     stage: str
     input_type: type[Message]
 
-    def handle_batch(self, msgs: list[Message]) -> list[Outcome]:
-        """One outcome per input: the messages to publish, or the exception it failed with."""
+    def handle_batch(self, msgs: list[Message], spans: list[trace.Span] | None = None) -> list[Outcome]:
+        """One outcome per input: the messages to publish, or the exception it failed with.
+        ``spans`` are the records' spans (per-record work may run under them)."""
 
     def on_permanent(self, msg: Message, err: PermanentError) -> list[Message]:
         """Messages to publish when ``msg`` is dead-lettered (e.g. a failed DocumentCompleted)."""
@@ -56,13 +57,16 @@ class SimpleHandler:
     def handle(self, msg: Message) -> list[Message]:
         raise NotImplementedError
 
-    def handle_batch(self, msgs: list[Message]) -> list[Outcome]:
+    def handle_batch(self, msgs: list[Message], spans: list[trace.Span] | None = None) -> list[Outcome]:
         out: list[Outcome] = []
-        for m in msgs:
-            try:
-                out.append(self.handle(m))
-            except Exception as exc:  # noqa: BLE001 - classified by the worker
-                out.append(exc)
+        for i, m in enumerate(msgs):
+            # The record's span is current while it is handled: child spans and log lines join its trace.
+            span = spans[i] if spans else trace.INVALID_SPAN
+            with trace.use_span(span, end_on_exit=False):
+                try:
+                    out.append(self.handle(m))
+                except Exception as exc:  # noqa: BLE001 - classified by the worker
+                    out.append(exc)
         return out
 
     def on_permanent(self, msg: Message, err: PermanentError) -> list[Message]:
@@ -172,10 +176,18 @@ class Worker:
         pending = items
         delay = self.cfg.backoff_s
         while pending:
-            try:
-                outcomes = self.handler.handle_batch([it.msg for it in pending])
-            except Exception as exc:  # noqa: BLE001 - a batch-level failure applies to every record
-                outcomes = [exc] * len(pending)
+            # A batch span linked to every record's span: batched model calls belong to many traces.
+            links = [trace.Link(it.span.get_span_context()) for it in pending]
+            with self.telemetry.tracer.start_as_current_span(
+                f"{self.stage} batch", links=links
+            ) as batch_span:
+                batch_span.set_attribute("ocrstream.records", len(pending))
+                try:
+                    outcomes = self.handler.handle_batch(
+                        [it.msg for it in pending], [it.span for it in pending]
+                    )
+                except Exception as exc:  # noqa: BLE001 - a batch-level failure applies to every record
+                    outcomes = [exc] * len(pending)
             retry: list[_Item] = []
             for it, outcome in zip(pending, outcomes, strict=True):
                 if isinstance(outcome, PermanentError):

@@ -62,7 +62,7 @@ class DecoderHandler:
         self.ngram = ngram
         self.encoder = encoder  # for the mode rung and lost tokens; None = skip those
 
-    def handle_batch(self, msgs: list[Message]) -> list[Outcome]:
+    def handle_batch(self, msgs: list[Message], spans: list | None = None) -> list[Outcome]:
         pages = [_Page(m) for m in msgs]  # type: ignore[arg-type]
         for p in pages:
             try:

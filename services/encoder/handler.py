@@ -128,7 +128,7 @@ class EncoderHandler:
         self.telemetry = telemetry
         self.tiers = TokenTiers(cache, store, telemetry, ttl_s)
 
-    def handle_batch(self, msgs: list[Message]) -> list[Outcome]:
+    def handle_batch(self, msgs: list[Message], spans: list | None = None) -> list[Outcome]:
         pages = [(m.image_key, m.mode) for m in msgs]  # type: ignore[attr-defined]
         results = encode_pages(self.backend, self.tiers, self.store, self.telemetry, pages)
         out: list[Outcome] = []

@@ -182,3 +182,19 @@ def test_otlp_export_by_configuration():
     (rs,) = req.resource_spans
     assert {a.key: a.value.string_value for a in rs.resource.attributes}["service.name"] == "ocrstream-encoder"
     assert [s.name for s in rs.scope_spans[0].spans] == ["encode page 3"]
+
+
+def test_json_logs_carry_the_current_trace_id():
+    import json
+    import logging
+
+    from ocrstream.telemetry import JsonLogFormatter
+
+    tracer = tracer_provider("t").get_tracer("t")
+    rec = logging.LogRecord("ocrstream.x", logging.INFO, __file__, 1, "page %d done", (3,), None)
+    rec.doc_id = "d1"
+    with tracer.start_as_current_span("decode page 3") as span:
+        line = json.loads(JsonLogFormatter().format(rec))
+    assert line["msg"] == "page 3 done" and line["doc_id"] == "d1"
+    assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert "trace_id" not in json.loads(JsonLogFormatter().format(rec))
