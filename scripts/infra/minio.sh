@@ -49,9 +49,9 @@ minio_install() {
 minio_start() {
     local dir
     dir="$(service_dir minio)"
-    # Buckets are directories under data/; object metadata goes to a sidecar directory, so the
+    # Buckets are directories under buckets/; object metadata goes to a sidecar directory, so the
     # data filesystem needs no extended-attribute support.
-    mkdir -p "$dir/data" "$dir/meta"
+    mkdir -p "$dir/buckets" "$dir/meta"
     require_free_port "$OCRSTREAM_DEV_MINIO_PORT" "minio (s3)"
     local ui=()
     if [[ "$OCRSTREAM_DEV_MINIO_CONSOLE" == 1 ]]; then
@@ -61,7 +61,7 @@ minio_start() {
     spawn minio "ROOT_ACCESS_KEY_ID=$OCRSTREAM_DEV_MINIO_ACCESS_KEY" \
         "ROOT_SECRET_ACCESS_KEY=$OCRSTREAM_DEV_MINIO_SECRET_KEY" -- \
         "$VGW" --port "$HOST:$OCRSTREAM_DEV_MINIO_PORT" --quiet "${ui[@]}" \
-        posix --sidecar "$dir/meta" "$dir/data"
+        posix --sidecar "$dir/meta" "$dir/buckets"
 }
 
 # Ready = the S3 API accepts a signed request from the dev credentials (list buckets -> 200).
