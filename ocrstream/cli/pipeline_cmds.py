@@ -5,6 +5,7 @@ and ``serve <service>``."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -14,21 +15,47 @@ SUFFIXES = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SERVICES = ("ingest", "rasterizer", "encoder", "decoder", "assembler")
 
 
+def _friendly(fn):
+    """Errors the user can act on (bad input, a service or model missing) as one line, exit 1."""
+
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        from ocrstream.errors import OcrStreamError
+
+        try:
+            return fn(args)
+        except (OcrStreamError, ValueError) as exc:
+            print(f"ocrstream {args.command}: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="the embedded one-process pipeline and Kafka topic set-up")
     psub = p.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
     run = psub.add_parser("run", help="OCR files or folders in one process (no Kafka/Redis/MinIO needed)")
     run.add_argument("paths", nargs="+", help="PDF/PNG/JPEG/TIFF files or folders of them")
     run.add_argument("--out", required=True, help="output folder: <name>.md and <name>.json per document")
-    run.add_argument("--mode", default="", help="encoder mode (tiny, small, base, large, gundam, or a size like 512); default: the model's own")
-    run.add_argument("--prompt", default="", help="free_ocr (default), markdown, grounding or a raw prompt containing <image>")
+    run.add_argument(
+        "--mode",
+        default="",
+        help="encoder mode (tiny, small, base, large, gundam, or a size like 512); default: the model's own",
+    )
+    run.add_argument(
+        "--prompt",
+        default="",
+        help="free_ocr (default), markdown, grounding or a raw prompt containing <image>",
+    )
     run.add_argument("--checkpoint", default="", help="model folder; default: the shipped embedded model")
     run.add_argument("--store", default="", help="working store folder; default <out>/.ocrstream-store")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.set_defaults(func=cmd_pipeline_run)
+    run.set_defaults(func=_friendly(cmd_pipeline_run))
     top = psub.add_parser("topics", help="create the pipeline's Kafka topics (idempotent)")
-    top.add_argument("--partitions", type=int, default=6, help="partitions per topic (max consumers per stage)")
-    top.set_defaults(func=cmd_topics)
+    top.add_argument(
+        "--partitions", type=int, default=6, help="partitions per topic (max consumers per stage)"
+    )
+    top.set_defaults(func=_friendly(cmd_topics))
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     s = sub.add_parser("submit", help="submit documents to the deployed pipeline (Kafka + object store)")
@@ -37,24 +64,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--prompt", default="")
     s.add_argument("--wait", action="store_true", help="wait for the jobs, with a progress bar")
     s.add_argument("--timeout", type=float, default=3600.0)
-    s.set_defaults(func=cmd_submit)
+    s.set_defaults(func=_friendly(cmd_submit))
     st = sub.add_parser("status", help="status of a job")
     st.add_argument("job_id")
-    st.set_defaults(func=cmd_status)
+    st.set_defaults(func=_friendly(cmd_status))
     r = sub.add_parser("results", help="result of a finished job")
     r.add_argument("job_id")
     r.add_argument("--format", choices=("markdown", "json"), default="markdown")
     r.add_argument("-o", "--output", default="", help="write to this file instead of stdout")
-    r.set_defaults(func=cmd_results)
+    r.set_defaults(func=_friendly(cmd_results))
     rd = sub.add_parser("redecode", help="decode an already encoded document with a new prompt (no encoder)")
     rd.add_argument("job_id", help="a job id or document id")
     rd.add_argument("--prompt", required=True)
     rd.add_argument("--mode", default="")
     rd.add_argument("--wait", action="store_true")
-    rd.set_defaults(func=cmd_redecode)
+    rd.set_defaults(func=_friendly(cmd_redecode))
     sv = sub.add_parser("serve", help="run one pipeline service until SIGTERM (config from OCRSTREAM_* env)")
     sv.add_argument("service", choices=SERVICES)
-    sv.set_defaults(func=cmd_serve)
+    sv.set_defaults(func=_friendly(cmd_serve))
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -89,7 +116,11 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
             print(f"FAILED  {s['file']}: {s.get('reason', '')}")
             continue
         pages += s["n_pages"]
-        flag = f" ({len(s['failed_pages'])} pages from fallback: {s['failed_pages']})" if s["failed_pages"] else ""
+        flag = (
+            f" ({len(s['failed_pages'])} pages from fallback: {s['failed_pages']})"
+            if s["failed_pages"]
+            else ""
+        )
         print(f"{s['status']:<9} {s['file']} -> {s['markdown']} ({s['n_pages']} pages){flag}")
     print(f"{len(summaries)} documents, {pages} pages in {dt:.1f}s; results in {out.resolve()}")
     return 1 if any(s["status"] == "failed" for s in summaries) else 0
@@ -107,7 +138,11 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ingestor():
+def _no_bus(msgs, span):  # noqa: ANN001 - status/results read the store only
+    raise RuntimeError("this command does not publish")
+
+
+def _ingestor(bus: bool = True):
     from ocrstream.bus.kafka import KafkaBus
     from ocrstream.config import CommonConfig, IngestConfig
     from ocrstream.services.ingest.handler import Ingestor
@@ -116,17 +151,16 @@ def _ingestor():
     from ocrstream.telemetry import Telemetry, tracer_provider
 
     common, cfg = CommonConfig.from_env(), IngestConfig.from_env()
-    producer = KafkaBus(common.kafka_bootstrap, "ocrstream-cli").producer()
     tel = Telemetry("cli", tracer_provider("cli", common.otlp_endpoint))
-    return Ingestor(
-        build_store(common),
-        lambda msgs, span: publish_messages(producer, common.topic_prefix, msgs, span),
-        tel,
-        max_bytes=cfg.max_bytes,
-        default_mode=cfg.default_mode,
-        default_prompt=cfg.default_prompt,
-        flush=producer.flush,
-    )
+    kw = dict(max_bytes=cfg.max_bytes, default_mode=cfg.default_mode, default_prompt=cfg.default_prompt)
+    if not bus:
+        return Ingestor(build_store(common), _no_bus, tel, **kw)
+    producer = KafkaBus(common.kafka_bootstrap, "ocrstream-cli").producer()
+
+    def publish(msgs, span):  # noqa: ANN001
+        publish_messages(producer, common.topic_prefix, msgs, span)
+
+    return Ingestor(build_store(common), publish, tel, flush=producer.flush, **kw)
 
 
 def _wait(ing, job_ids: list[str], timeout: float) -> list[dict]:
@@ -160,12 +194,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print(json.dumps(_ingestor().status(args.job_id), indent=1))
+    print(json.dumps(_ingestor(bus=False).status(args.job_id), indent=1))
     return 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    data = _ingestor().result(args.job_id, args.format)
+    data = _ingestor(bus=False).result(args.job_id, args.format)
     if args.output:
         Path(args.output).write_bytes(data)
     else:
