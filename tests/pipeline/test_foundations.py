@@ -198,3 +198,11 @@ def test_json_logs_carry_the_current_trace_id():
     assert line["msg"] == "page 3 done" and line["doc_id"] == "d1"
     assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert "trace_id" not in json.loads(JsonLogFormatter().format(rec))
+
+
+def test_docs_list_every_setting():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "pipeline.md").read_text()
+    missing = [f"| `{n}` | `{d}` |" for n, d, _ in env_table() if f"| `{n}` | `{d}` |" not in doc]
+    assert not missing, f"docs/pipeline.md settings table is stale: {missing}"
