@@ -47,9 +47,10 @@ def read(model, images, mode, max_new_tokens: int) -> list[str]:  # noqa: ANN001
     return out
 
 
-def run(model, policy: AutoPolicy, pages, max_new_tokens: int) -> dict:  # noqa: ANN001
+def run(model, policy: AutoPolicy, pages, max_new_tokens: int, text_layer: bool = False) -> dict:  # noqa: ANN001
     ref = policy.reference or model_ladder(model.config)[0].name
-    choices = [policy.choose(img) for img, _, _ in pages]
+    # text_layer: density from the exact character count, as for a PDF page with a text layer
+    choices = [policy.choose(img, len(" ".join(t.split())) if text_layer else None) for img, t, _ in pages]
     modes = sorted({c.mode for c in choices} | {ref})
     hyp: dict[tuple[int, str], str] = {}
     for m in modes:
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--margin", type=float, default=None, help="override the policy's margin to Base")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    ap.add_argument("--text-layer", action="store_true", help="density from exact char counts, not pixels")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -129,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.margin is not None:
         policy = AutoPolicy(policy.curve, policy.target, policy.reference, args.margin)
     pages = bench_pages(args.pages, model.config.sam.img_size, args.seed)
-    report = run(model, policy, pages, args.max_new_tokens)
+    report = run(model, policy, pages, args.max_new_tokens, args.text_layer)
     report["provenance"] = {
         "model": "tiny-random" if args.tiny else str(args.checkpoint or SHIPPED_MODEL_DIR),
         "weights_id": model.weights_id,
         "curve": policy.curve.provenance,
+        "density": "text layer (exact chars)" if args.text_layer else "page image estimate",
         "seconds": round(time.time() - t0, 1),
     }
     s = report["summary"]
