@@ -296,6 +296,9 @@ class Engine:
         self._cv = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._needs_forward = False  # tokens chosen, their forward pass not done yet
+        self._feed = torch.zeros(0, dtype=torch.long)
+        self.max_step_retries = 2
         self.steps = 0
         self.step_seconds = 0.0
 
@@ -333,6 +336,7 @@ class Engine:
 
     # ---- loop ---------------------------------------------------------------------------------
     def _loop(self) -> None:
+        failures = 0
         while True:
             with self._cv:
                 while not self._stop and not self._waiting and not self.active:
@@ -341,23 +345,41 @@ class Engine:
                     break
             try:
                 self.step()
-            except Exception as exc:  # the batch cannot continue: fail its pages, keep serving
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if failures <= self.max_step_retries:
+                    log.warning(
+                        "decode step failed (%d of %d tries), re-running it: %s",
+                        failures,
+                        self.max_step_retries + 1,
+                        exc,
+                    )
+                    time.sleep(0.1 * 2**failures)
+                    continue
+                # The batch cannot continue: fail its pages (clients resend them), keep serving.
                 log.exception("decode step failed; failing %d active pages", len(self.active))
                 for r in self.active:
                     self._finish(r, exc)
-                self.active, self.pending_logits = [], None
+                self.active, self.pending_logits, self._needs_forward = [], None, False
                 self.kv = BatchKV(len(self.layers))
+                failures = 0
         for r in self.active + list(self._waiting):
             self._finish(r, RuntimeError("decoder model is shutting down"))
 
     @torch.no_grad()
     def step(self) -> None:
+        """One batched forward pass. A pass that raised is re-run by the next call (its tokens were
+        already chosen and keys are written at positional slots, so a re-run is exact)."""
         t0 = time.perf_counter()
         self.experts.between_steps()
-        self._admit()
-        if self.active and self.pending_logits is not None:
-            keep = self._sample()
-            self._decode(keep)
+        if not self._needs_forward:
+            self._admit()
+            if self.active and self.pending_logits is not None:
+                self._shrink(self._sample())
+        if self._needs_forward:
+            self._forward()
+            self._needs_forward = False
         self.steps += 1
         self.step_seconds += time.perf_counter() - t0
 
@@ -372,7 +394,13 @@ class Engine:
                     joiners.append(r)
         if not joiners:
             return
-        logits, cache, valid = self._prefill(joiners)
+        try:
+            logits, cache, valid = self._prefill(joiners)
+        except Exception as exc:  # only the joiners fail; the running batch is untouched
+            log.exception("prefill of %d joining pages failed", len(joiners))
+            for r in joiners:
+                self._finish(r, exc)
+            return
         self.kv.rebuild(torch.arange(len(self.active)), cache, valid)
         self.active.extend(joiners)
         self.pending_logits = (
@@ -408,13 +436,16 @@ class Engine:
         self._feed = torch.tensor(tokens, dtype=torch.long)
         return torch.tensor(keep, dtype=torch.long)
 
-    def _decode(self, keep: torch.Tensor) -> None:
+    def _shrink(self, keep: torch.Tensor) -> None:
+        """Drop the rows that left; the rest need a forward pass for their chosen tokens."""
         if keep.numel() != len(self.active):
             self.kv.rebuild(keep, None, None)
             self.active = [self.active[i] for i in keep.tolist()]
         if not self.active:
             self.pending_logits = None
-            return
+        self._needs_forward = bool(self.active)
+
+    def _forward(self) -> None:
         d = self.cfg.decoder
         x = self.model.model.embed_tokens(self._feed[:, None])  # [B, 1, H]
         cos, sin = rotary_cos_sin(self.kv.lengths[:, None], d.head_dim, d.rope_theta, x.dtype)

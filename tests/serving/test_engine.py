@@ -156,3 +156,40 @@ def test_bad_requests_are_refused_with_their_values(setup):
     with pytest.raises(ValueError, match=r"token ids \[100000\] outside"):
         engine.submit(GenRequest("y", [100000], None, 4, stop))
     assert engine.idle()
+
+
+class _FlakyTransport(LocalTransport):
+    """Real shards behind a switch: while ``down``, every call fails like an unreachable shard."""
+
+    down = False
+
+    def call_many(self, layer, calls):
+        if self.down:
+            raise RuntimeError("shard unreachable")
+        return super().call_many(layer, calls)
+
+
+def test_failed_prefill_fails_only_the_joiners(setup):
+    model, rows, embeds, stop, ref = setup
+    d = model.config.decoder
+    p = contiguous_placement(d.n_routed_experts, _moe_layers(model), 2)
+    transport = _FlakyTransport(_shards(model, [p], 2))
+    engine = Engine(model, ShardedExperts(transport, p), max_batch=8)
+    results = {}
+
+    def done(req, res):
+        results[req.rid] = res
+
+    engine.submit(GenRequest("0", rows[0], embeds[0], MAX_NEW, stop, ngram=NGRAM, on_done=done))
+    engine.step()  # page 0 is running
+    transport.down = True
+    engine.submit(GenRequest("1", rows[1], embeds[1], MAX_NEW, stop, ngram=NGRAM, on_done=done))
+    with pytest.raises(RuntimeError, match="shard unreachable"):
+        engine.step()  # the joiner's prefill fails, then the running page's decode step
+    assert isinstance(results.pop("1"), RuntimeError)
+    transport.down = False
+    engine.submit(GenRequest("2", rows[2], embeds[2], MAX_NEW, stop, ngram=NGRAM, on_done=done))
+    while not engine.idle():
+        engine.step()
+    assert results["0"].token_ids == ref.sequences[0]  # the decode step re-ran: KV writes are positional
+    assert results["2"].token_ids == ref.sequences[2]
