@@ -56,5 +56,7 @@ def test_embedded_pipeline_triton_backend_matches_inprocess(triton, tiny_snapsho
         assert [p[0] for p in pages["triton"]] == [1, 2, 3]
         assert any(p[1] for p in pages["triton"])  # the model wrote something
         assert pages["triton"] == pages["inprocess"]
+        stats = triton.client.get_inference_statistics("dec_pipe", as_json=True)["model_stats"][0]
+        assert int(stats["inference_stats"]["success"]["count"]) >= 3  # the pages went through Triton
     finally:
         triton.unload(names)
