@@ -68,7 +68,9 @@ def Cluster(common: CommonConfig, model, exporter=None, stages=STAGES) -> Thread
     bus = KafkaBus(common.kafka_bootstrap)
     store = S3Store(common.s3_endpoint, common.s3_access_key, common.s3_secret_key, common.s3_bucket)
     cache = build_cache(common, EncoderConfig())  # as the encoder service does: sets allkeys-lru
-    return ThreadedPipeline(common, bus, store, cache, model, stages=stages, env=ENV, decoder_cfg=DEC, exporter=exporter).start()
+    return ThreadedPipeline(
+        common, bus, store, cache, model, stages=stages, env=ENV, decoder_cfg=DEC, exporter=exporter
+    ).start()
 
 
 @pytest.fixture

@@ -180,7 +180,8 @@ def test_otlp_export_by_configuration():
     assert [p for p, _ in got] == ["/v1/traces"]
     req = ExportTraceServiceRequest.FromString(got[0][1])
     (rs,) = req.resource_spans
-    assert {a.key: a.value.string_value for a in rs.resource.attributes}["service.name"] == "ocrstream-encoder"
+    resource = {a.key: a.value.string_value for a in rs.resource.attributes}
+    assert resource["service.name"] == "ocrstream-encoder"
     assert [s.name for s in rs.scope_spans[0].spans] == ["encode page 3"]
 
 
