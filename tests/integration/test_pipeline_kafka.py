@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.minio]
 
 REPO = Path(__file__).resolve().parents[2]
 DEC = DecoderConfig(max_new_tokens=16, ladder="t=0.0;t=0.7;mode=small")
-ENV = {"OCRSTREAM_INGEST_DEFAULT_MODE": "tiny"}
+ENV = {"OCRSTREAM_INGEST_DEFAULT_MODE": "tiny", "OCRSTREAM_RASTERIZER_MAX_PAGES": "5"}
 
 
 @pytest.fixture
@@ -172,6 +172,7 @@ def test_bad_inputs_dead_lettered_and_others_served(cluster_factory, model, rng,
         "encrypted": make_pdf(["secret"], encrypt="pw"),
         "empty": empty_pdf(),
         "unsupported": b"GIF89a\x00\x00",
+        "oversized": make_pdf(["p"] * 6),  # the rasterizer's page limit is 5 here
     }
     good = _docs(rng, 1)[0]
     subs = {k: c.ingestor.submit(v, f"{k}.pdf") for k, v in bad.items()}
