@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,9 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
 
     files = expand(args.paths)
     out = Path(args.out)
+    if not args.verbose:
+        # Per-document service logs would interleave with the progress bar; the summary follows.
+        logging.getLogger("ocrstream.services").setLevel(logging.WARNING)
     model = load_model(args.checkpoint)
     pipe = EmbeddedPipeline(Path(args.store) if args.store else out / ".ocrstream-store", model)
     t0 = time.perf_counter()

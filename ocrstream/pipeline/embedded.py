@@ -137,10 +137,9 @@ class EmbeddedPipeline:
             bar = tqdm(total=0, unit="page", desc="ocr")
 
         def _progress(done: int, total: int) -> None:
-            if bar is not None:
+            if bar is not None and (total != bar.total or done != bar.n):
                 bar.total = total
-                bar.n = done
-                bar.refresh()
+                bar.update(done - bar.n)
 
         try:
             self.pump([s.job_id for s in subs], _progress)

@@ -127,6 +127,9 @@ class DecoderHandler:
             ms = (time.perf_counter() - t0) * 1000 / len(group)
             for (p, _), res in zip(group, results, strict=True):
                 outcome, detail = check(res, self.guard)
+                if outcome == "ok" and not res.text.strip() and self._text_layer(p.msg):
+                    # Nothing read from a page whose PDF has text: a failure, not a blank page.
+                    outcome, detail = "empty", "no text from a page whose PDF text layer is not empty"
                 p.decode_ms += ms
                 p.attempts.append(
                     {**rung.describe(), "outcome": outcome, "detail": detail, "n_tokens": res.n_tokens}

@@ -164,3 +164,13 @@ def test_grounding_output_becomes_markdown_and_pixel_boxes(backbone):
     ((p,),) = _handler(backbone, Scripted([[ok(raw)]])).handle_batch([page])
     assert (p.text, p.raw) == ("# Hello", raw)
     assert p.boxes == [{"label": "title", "boxes": [[0, 0, 200, 49]], "content": "# Hello"}]
+
+
+def test_empty_output_on_a_page_with_text_is_a_failure(backbone):
+    blank = Decoded("", [], True, 0)
+    h = _handler(backbone, Scripted([[blank, blank], [blank]]), ladder="t=0.0;t=0.3")
+    (with_text,), (no_text,) = h.handle_batch([_page(backbone, 1, text_layer="real words"), _page(backbone, 2)])
+    assert [a["outcome"] for a in with_text.attempts] == ["empty", "empty"]
+    assert (with_text.method, with_text.text) == ("text_layer", "real words")
+    # a page without a text layer may really be blank
+    assert (no_text.method, no_text.failed, no_text.text) == ("model", False, "")
