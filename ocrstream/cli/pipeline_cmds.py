@@ -112,7 +112,10 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint)
     pipe = EmbeddedPipeline(Path(args.store) if args.store else out / ".ocrstream-store", model)
     t0 = time.perf_counter()
-    summaries = pipe.run(files, out, mode=args.mode, prompt=args.prompt, progress=not args.no_progress)
+    try:
+        summaries = pipe.run(files, out, mode=args.mode, prompt=args.prompt, progress=not args.no_progress)
+    finally:
+        pipe.close()
     dt = time.perf_counter() - t0
     pages = 0
     for s in summaries:

@@ -84,6 +84,10 @@ class EmbeddedPipeline:
         )
         return Worker(handler, self.bus, self.telemetry, cfg, self.prefix)
 
+    def close(self) -> None:
+        """Flush exported spans (OTLP) and stop the exporters."""
+        self.telemetry.shutdown()
+
     def restart(self, service: str, env: Mapping[str, str] | None = None) -> None:
         """Drop a worker without committing and start a fresh one in the same group (crash test)."""
         self.workers[service] = self._worker(service, env, None)
