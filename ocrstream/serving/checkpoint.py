@@ -8,6 +8,7 @@ only ``model.layers.<L>.mlp.experts.<E>.*`` for the (layer, expert) pairs it hol
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -153,3 +154,39 @@ def load_experts(
         except KeyError as exc:
             raise CheckpointError(f"checkpoint {folder} lacks expert {e} of layer {layer}: {exc}") from exc
     return cfg, out  # type: ignore[return-value]
+
+
+def encoder_weights_id_from_checkpoint(folder: str | Path, dtype: torch.dtype | str | None = None) -> str:
+    """``weights.encoder_weights_id`` of the model this snapshot loads as (same dtype), computed by
+    streaming the encoder tensors from disk: the decoder checks incoming vision tokens against it
+    without ever holding the encoder."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    cfg = DeepseekOCRConfig.from_json_file(folder / CONFIG_NAME)
+    dt = _resolve_dtype(dtype, cfg)
+    where: dict[str, Path] = {}
+    for path in snapshot_files(folder):
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                if name.startswith(ENCODER_PREFIXES):
+                    where[name] = path
+
+    def tensor(name: str) -> torch.Tensor:
+        with safe_open(str(where[name]), framework="pt", device="cpu") as f:
+            return f.get_tensor(name).to(dt)
+
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps(cfg.to_hf_dict(), sort_keys=True).encode())
+    for prefix, full in (
+        ("sam", "model.sam_model."),
+        ("clip", "model.vision_model."),
+        ("proj", "model.projector."),
+    ):
+        for name in sorted(n for n in where if n.startswith(full)):
+            t = tensor(name)
+            h.update(f"{prefix}.{name[len(full) :]}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+    for name in ("model.image_newline", "model.view_seperator"):
+        h.update(tensor(name).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

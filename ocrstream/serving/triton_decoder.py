@@ -22,7 +22,11 @@ import torch
 from ocrstream.model.config import DeepseekOCRConfig
 from ocrstream.model.runtime import VisionTokens
 from ocrstream.model.tokenizer import OcrTokenizer, resolve_prompt
-from ocrstream.serving.checkpoint import load_decoder_core, resolve_checkpoint
+from ocrstream.serving.checkpoint import (
+    encoder_weights_id_from_checkpoint,
+    load_decoder_core,
+    resolve_checkpoint,
+)
 from ocrstream.serving.engine import Engine, GenRequest, GenResult, ModuleExperts, ShardedExperts
 from ocrstream.serving.expert_shard import model_params, to_numpy_f32
 from ocrstream.serving.metrics import ExpertLoad
@@ -126,6 +130,11 @@ class DecoderModel:
             experts = ShardedExperts(
                 transport, placement, store, self.load, float(params.get("placement_refresh_s", "0") or 0)
             )
+        # Vision tokens from another encoder would decode to garbage: refuse them (empty id = unchecked).
+        check = params.get("check_weights_id", "1") not in ("0", "false", "")
+        self.weights_id = (
+            encoder_weights_id_from_checkpoint(folder, params.get("dtype") or None) if check else ""
+        )
         self.tokenizer = OcrTokenizer.from_file(
             folder / "tokenizer.json", image_token_id=self.cfg.image_token_id
         )
@@ -154,6 +163,10 @@ class DecoderModel:
         vts = [VisionTokens.from_bytes(bytes(b)) for b in blobs]
         for vt in vts:
             vt.validate(hidden)
+            if self.weights_id and vt.weights_id and vt.weights_id != self.weights_id:
+                raise ValueError(
+                    f"VisionTokens from encoder {vt.weights_id}, this decoder's encoder is {self.weights_id}"
+                )
         ids = self.tokenizer.build_input_ids(resolve_prompt(prompt), [vt.n_placeholders for vt in vts])
         embeds = torch.cat([vt.embeds.float() for vt in vts]) if vts else None
         rid = req.request_id() or f"req-{id(req)}"

@@ -83,6 +83,10 @@ def test_bad_request_gets_its_own_error(triton, tiny_snapshot, reference):
         client = TritonDecoder(triton.grpc_url, triton_model="dec_bad", triton_retries=0)
         with pytest.raises(PermanentError, match="bad VisionTokens blob|bad request"):
             client.decode([b"not vision tokens"], "free_ocr", 4)
+        foreign = VisionTokens.from_bytes(pages[0])
+        foreign.weights_id = "0123456789abcdef01234567"
+        with pytest.raises(PermanentError, match="VisionTokens from encoder 0123456789abcdef01234567"):
+            client.decode([foreign.to_bytes()], "free_ocr", 4)
         _same(client.decode(pages[:2], "free_ocr", MAX_NEW, 0.0, NGRAM), ref[:2])  # the model serves on
     finally:
         triton.unload(names)
