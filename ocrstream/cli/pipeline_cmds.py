@@ -123,11 +123,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
             print(f"FAILED  {s['file']}: {s.get('reason', '')}")
             continue
         pages += s["n_pages"]
-        flag = (
-            f" ({len(s['failed_pages'])} pages from fallback: {s['failed_pages']})"
-            if s["failed_pages"]
-            else ""
-        )
+        failed = s["failed_pages"]
+        flag = f" (model failed on page(s) {failed}: text-layer fallback or marked failed)" if failed else ""
         print(f"{s['status']:<9} {s['file']} -> {s['markdown']} ({s['n_pages']} pages){flag}")
     print(f"{len(summaries)} documents, {pages} pages in {dt:.1f}s; results in {out.resolve()}")
     return 1 if any(s["status"] == "failed" for s in summaries) else 0
