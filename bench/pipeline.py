@@ -51,19 +51,24 @@ def random_page(rng: random.Random) -> str:
     return "\n".join(line() for _ in range(rng.randint(6, 14)))
 
 
-def load_model(checkpoint: str, tiny: bool):
+def load_model(checkpoint: str, tiny: bool, random_size: str = "embedded"):
     import torch
 
     from ocrstream.model.runtime import SHIPPED_MODEL_DIR, OcrModel
 
     if checkpoint:
-        return OcrModel.load(checkpoint), f"checkpoint {checkpoint}"
+        return OcrModel.load(checkpoint), f"checkpoint {checkpoint}", checkpoint
     if not tiny and (SHIPPED_MODEL_DIR / "config.json").exists():
-        return OcrModel.load(None), "shipped embedded model"
+        return OcrModel.load(None), "shipped embedded model", ""
+    from ocrstream.model.weights import save_snapshot
     from tests.pipeline.conftest import tiny_ocr_model
 
     torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
-    return tiny_ocr_model(), "tiny random-weight model (tests' config)"
+    model = tiny_ocr_model(config=random_size)
+    folder = tempfile.mkdtemp(prefix="ocrstream-bench-model-")  # for --processes: services load it
+    save_snapshot(model.model, folder)
+    model.tokenizer.tok.save(os.path.join(folder, "tokenizer.json"))
+    return model, f"random-weight model ({random_size} config)", folder
 
 
 def in_process(model, docs: list[bytes], mode: str, prompt: str, batch: int, max_new: int) -> float:
@@ -78,6 +83,157 @@ def in_process(model, docs: list[bytes], mode: str, prompt: str, batch: int, max
         vts = model.encode_batch(images[i : i + batch], None if mode == "default" else mode)
         model.decode(vts, prompt=prompt, max_new_tokens=max_new, temperature=0.0, ngram=(20, 90))
     return time.perf_counter() - t0
+
+
+class ProcessPipeline:
+    """The four consumer stages as real service processes (``python -m ocrstream.services.<s>.main``),
+    the deployed shape: no GIL shared between stages. The bench process only ingests and waits."""
+
+    STAGES = ("rasterizer", "encoder", "decoder", "assembler")
+
+    def __init__(self, args, common, model_dir: str, env_extra: dict[str, str]) -> None:
+        import subprocess
+
+        from ocrstream.services.ingest.handler import Ingestor
+        from ocrstream.services.runtime import publish_messages
+        from ocrstream.services.wiring import all_topics, build_store
+
+        from ocrstream.bus.kafka import KafkaBus
+        from ocrstream.telemetry import Telemetry
+
+        self.ports = {s: _free_port() for s in self.STAGES}
+        env = {
+            **os.environ,
+            **env_extra,
+            "OCRSTREAM_KAFKA_BOOTSTRAP": common.kafka_bootstrap,
+            "OCRSTREAM_TOPIC_PREFIX": common.topic_prefix,
+            "OCRSTREAM_REDIS_URL": common.redis_url,
+            "OCRSTREAM_REDIS_KEY_PREFIX": common.redis_key_prefix,
+            "OCRSTREAM_STORE": common.store,
+            "OCRSTREAM_STORE_DIR": common.store_dir,
+            "OCRSTREAM_CACHE": common.cache,
+            "OCRSTREAM_CHECKPOINT_DIR": model_dir,
+            "OCRSTREAM_DECODER_LADDER": "t=0.0",
+            "OCRSTREAM_DECODER_MAX_NEW_TOKENS": str(args.max_new_tokens),
+            "OCRSTREAM_LOG_FORMAT": "text",
+        }
+        for s in self.STAGES:
+            key = s.upper()
+            env |= {
+                f"OCRSTREAM_{key}_MAX_BATCH": str(args.batch),
+                f"OCRSTREAM_{key}_MAX_WAIT_MS": str(args.max_wait_ms),
+                f"OCRSTREAM_{key}_METRICS_PORT": str(self.ports[s]),
+                f"OCRSTREAM_{key}_METRICS_HOST": "127.0.0.1",
+            }
+        bus = KafkaBus(common.kafka_bootstrap, "ocrstream-bench")
+        bus.ensure_topics(all_topics(common.topic_prefix), 2)
+        self.log = open(os.path.join(common.store_dir, "services.log"), "ab")  # noqa: SIM115
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", f"ocrstream.services.{s}.main"],
+                env=env,
+                stdout=self.log,
+                stderr=self.log,
+            )
+            for s in self.STAGES
+        ]
+        self.producer = bus.producer()
+        store = build_store(common)
+        prefix = common.topic_prefix
+        self.ingestor = Ingestor(
+            store,
+            lambda msgs, span: publish_messages(self.producer, prefix, msgs, span),
+            Telemetry("bench"),
+            default_mode=args.mode,
+            default_prompt=args.prompt,
+            flush=self.producer.flush,
+        )
+
+    def metric(self, service: str, line_prefix: str) -> float:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[service]}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line_prefix))
+
+    def wait(self, job_ids, timeout_s=600.0):
+        from ocrstream.services import layout
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(self.ingestor.jobs.get(j)["status"] in layout.TERMINAL for j in job_ids):
+                return
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"a service exited; see {self.log.name}")
+            time.sleep(0.05)
+        raise TimeoutError(f"jobs not finished in {timeout_s}s")
+
+    def stop(self) -> None:
+        import signal
+
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            p.wait(timeout=120)
+        self.producer.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _common(args):
+    from ocrstream.config import CommonConfig
+
+    prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    return CommonConfig.from_env(
+        topic_prefix=prefix,
+        redis_key_prefix=f"bench:{prefix}",
+        store=args.store,
+        store_dir=tempfile.mkdtemp(prefix="ocrstream-bench-"),
+        cache=args.cache,
+    )
+
+
+def run_processes(args, model_dir: str, docs: list[bytes], rng) -> dict:
+    env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    pipe = ProcessPipeline(args, _common(args), model_dir, env)
+    try:
+        warm = make_pdf([random_page(rng)])  # model loads, consumer-group joins: not counted
+        pipe.wait([pipe.ingestor.submit(warm, "warm.pdf").job_id], timeout_s=600)
+        calls0 = pipe.metric("encoder", "ocrstream_encoder_calls_total")
+        t0 = time.perf_counter()
+        subs = [pipe.ingestor.submit(d, f"doc{i}.pdf") for i, d in enumerate(docs)]
+        pipe.wait([s.job_id for s in subs], timeout_s=3600)
+        t_pipe = time.perf_counter() - t0
+        calls1 = pipe.metric("encoder", "ocrstream_encoder_calls_total")
+        t0 = time.perf_counter()
+        re_subs = [pipe.ingestor.redecode(s.job_id, args.redecode_prompt) for s in subs]
+        pipe.wait([s.job_id for s in re_subs], timeout_s=3600)
+        t_re = time.perf_counter() - t0
+        calls2 = pipe.metric("encoder", "ocrstream_encoder_calls_total")
+        hits = pipe.metric("decoder", 'ocrstream_token_cache_total{result="hit"}')
+        misses = pipe.metric("decoder", 'ocrstream_token_cache_total{result="miss"}')
+        busy = {}
+        for s in pipe.STAGES:
+            total = pipe.metric(s, "ocrstream_stage_seconds_sum")
+            n = pipe.metric(s, "ocrstream_stage_seconds_count")
+            busy[s] = (total, int(n), -1)
+    finally:
+        pipe.stop()
+    return {
+        "t_pipe": t_pipe,
+        "t_re": t_re,
+        "encoded": int(calls1 - calls0),
+        "re_calls": int(calls2 - calls1),
+        "hit": hits / (hits + misses) if hits + misses else 0.0,
+        "busy": busy,
+        "label": "kafka pipeline (processes)",
+    }
 
 
 def build_pipeline(args, model):
@@ -119,6 +275,38 @@ def build_pipeline(args, model):
     return pipe.start()
 
 
+def run_threads(args, model, docs: list[bytes], rng) -> dict:
+    pipe = build_pipeline(args, model)
+    try:
+        warm = make_pdf([random_page(rng)])  # consumer-group joins and topic metadata, not counted
+        pipe.wait([pipe.ingestor.submit(warm, "warm.pdf").job_id], timeout_s=300)
+        calls0 = pipe.encoder.encode_calls
+        t0 = time.perf_counter()
+        subs = [pipe.ingestor.submit(d, f"doc{i}.pdf") for i, d in enumerate(docs)]
+        pipe.wait([s.job_id for s in subs], timeout_s=3600)
+        t_pipe = time.perf_counter() - t0
+        encoded = pipe.encoder.encode_calls - calls0
+        t0 = time.perf_counter()
+        re_subs = [pipe.ingestor.redecode(s.job_id, args.redecode_prompt) for s in subs]
+        pipe.wait([s.job_id for s in re_subs], timeout_s=3600)
+        t_re = time.perf_counter() - t0
+        busy = {}
+        for name, w in pipe.workers.items():
+            h = pipe.telemetry[name].stage_seconds.labels(w.stage)
+            busy[w.stage] = (h._sum.get(), int(sum(b.get() for b in h._buckets)), w.processed)
+        return {
+            "t_pipe": t_pipe,
+            "t_re": t_re,
+            "encoded": encoded,
+            "re_calls": pipe.encoder.encode_calls - calls0 - encoded,
+            "hit": pipe.telemetry["decoder"].cache_hit_ratio(),
+            "busy": busy,
+            "label": f"{args.bus} pipeline (threads)",
+        }
+    finally:
+        pipe.stop()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=4)
@@ -129,13 +317,18 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--checkpoint", default="")
+    ap.add_argument("--tiny", action="store_true", help="a random-weight model even if a shipped one exists")
     ap.add_argument(
-        "--tiny", action="store_true", help="tiny random-weight model even if a shipped one exists"
+        "--random-size",
+        choices=("embedded", "tiny"),
+        default="embedded",
+        help="config of the random-weight model",
     )
     ap.add_argument("--bus", choices=("kafka", "memory"), default="kafka")
     ap.add_argument("--store", choices=("s3", "local"), default="s3")
     ap.add_argument("--cache", choices=("redis", "memory"), default="redis")
     ap.add_argument("--max-wait-ms", type=int, default=200, help="pipeline micro-batch fill wait")
+    ap.add_argument("--processes", action="store_true", help="stages as service processes (needs Kafka)")
     ap.add_argument(
         "--threads",
         type=int,
@@ -151,7 +344,7 @@ def main() -> int:
     import torch
 
     threads = args.threads or torch.get_num_threads()
-    model, model_desc = load_model(args.checkpoint, args.tiny)
+    model, model_desc, model_dir = load_model(args.checkpoint, args.tiny, args.random_size)
     torch.set_num_threads(threads)  # the tests' tiny-model helper pins 1 thread
     rng = random.Random(os.urandom(8))
     docs = [make_pdf([random_page(rng) for _ in range(args.pages)]) for _ in range(args.docs)]
@@ -164,44 +357,25 @@ def main() -> int:
     in_process(model, docs[:1], args.mode, args.prompt, args.batch, args.max_new_tokens)  # warm-up
     t_inproc = in_process(model, docs, args.mode, args.prompt, args.batch, args.max_new_tokens)
 
-    pipe = build_pipeline(args, model)
-    try:
-        warm = make_pdf([random_page(rng)])  # consumer-group joins and topic metadata, not counted
-        pipe.wait([pipe.ingestor.submit(warm, "warm.pdf").job_id], timeout_s=300)
-        calls0 = pipe.encoder.encode_calls
-        t0 = time.perf_counter()
-        subs = [pipe.ingestor.submit(d, f"doc{i}.pdf") for i, d in enumerate(docs)]
-        pipe.wait([s.job_id for s in subs], timeout_s=3600)
-        t_pipe = time.perf_counter() - t0
-        encoded = pipe.encoder.encode_calls - calls0
-        t0 = time.perf_counter()
-        re_subs = [pipe.ingestor.redecode(s.job_id, args.redecode_prompt) for s in subs]
-        pipe.wait([s.job_id for s in re_subs], timeout_s=3600)
-        t_re = time.perf_counter() - t0
-        re_calls = pipe.encoder.encode_calls - calls0 - encoded
-        hit = pipe.telemetry["decoder"].cache_hit_ratio()
-        busy = {}
-        for name, w in pipe.workers.items():
-            h = pipe.telemetry[name].stage_seconds.labels(w.stage)
-            n_batches = sum(b.get() for b in h._buckets)
-            busy[w.stage] = (h._sum.get(), int(n_batches), w.processed)
-    finally:
-        pipe.stop()
-
+    if args.processes:
+        r = run_processes(args, model_dir, docs, rng)
+    else:
+        r = run_threads(args, model, docs, rng)
+    t_pipe, t_re = r["t_pipe"], r["t_re"]
     inproc_pps, pipe_pps = n_pages / t_inproc, n_pages / t_pipe
-    print(f"in process           : {t_inproc:8.2f} s  {inproc_pps:7.2f} pages/s")
+    print(f"{'in process':<27}: {t_inproc:8.2f} s  {inproc_pps:7.2f} pages/s")
     print(
-        f"{args.bus} pipeline{' ' * (11 - len(args.bus))}: {t_pipe:8.2f} s  {pipe_pps:7.2f} pages/s  "
-        f"({encoded} pages encoded; store {args.store}, cache {args.cache})"
+        f"{r['label']:<27}: {t_pipe:8.2f} s  {pipe_pps:7.2f} pages/s  "
+        f"({r['encoded']} pages encoded; store {args.store}, cache {args.cache})"
     )
     print(
-        "stage busy s / batches / records (full pass + re-decode): "
-        + ", ".join(f"{k} {t:.2f}/{b}/{n}" for k, (t, b, n) in busy.items())
+        "stage busy s / batches (full pass + re-decode + warm-up): "
+        + ", ".join(f"{k} {t:.2f}/{b}" for k, (t, b, _) in r["busy"].items())
     )
     print(f"ratio pipeline / in-process pages/s = {pipe_pps / inproc_pps:.3f}  (aim >= 0.9)")
     print(
         f"re-decode, new prompt: {t_re:8.2f} s  vs full pass {t_pipe:.2f} s  = {t_re / t_pipe:.3f} of a full pass; "
-        f"encoder calls {re_calls}; decoder token-cache hit ratio {hit:.2f}"
+        f"encoder calls {r['re_calls']}; decoder token-cache hit ratio {r['hit']:.2f}"
     )
     return 0
 

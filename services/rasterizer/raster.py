@@ -112,7 +112,9 @@ def _pdf(data: bytes, limits: Limits) -> tuple[int, Iterator[RasterPage]]:
                     w, h = page.get_size()
                     s = min(scale, limits.max_side / max(w, h, 1))
                     bitmap = page.render(scale=s, rev_byteorder=True)
-                    img = bitmap.to_pil().convert("RGB")
+                    img = bitmap.to_pil()
+                    if img.mode != "RGB":
+                        img = img.convert("RGB")
                     tp = page.get_textpage()
                     text = tp.get_text_range().strip()
                     tp.close()

@@ -91,10 +91,11 @@ def tiny_tokenizer(vocab_size: int = 96):
     return tok
 
 
-def tiny_ocr_model(seed: int | None = None):
+def tiny_ocr_model(seed: int | None = None, config: str = "tiny"):
+    """A random-weight OcrModel; ``config`` tiny (tests) or embedded (the shipped model's size)."""
     import torch
 
-    from ocrstream.model.config import tiny_test_config
+    from ocrstream.model.config import embedded_config, tiny_test_config
     from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
     from ocrstream.model.runtime import OcrModel
     from ocrstream.model.tokenizer import OcrTokenizer
@@ -102,7 +103,7 @@ def tiny_ocr_model(seed: int | None = None):
     torch.set_num_threads(1)
     if seed is not None:
         torch.manual_seed(seed)
-    cfg = tiny_test_config()
+    cfg = tiny_test_config() if config == "tiny" else embedded_config(vocab_size=96)
     tok = OcrTokenizer(tiny_tokenizer(cfg.decoder.vocab_size), image_token_id=cfg.image_token_id)
     cfg.decoder.bos_token_id = tok.role_id("bos")
     cfg.decoder.eos_token_id = tok.role_id("eos")
