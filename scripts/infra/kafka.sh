@@ -130,7 +130,15 @@ kafka_ready() {
     dir="$(service_dir kafka)"
     port_open "$HOST" "$OCRSTREAM_DEV_KAFKA_PORT" || return 1
     # The port opens before the broker has joined the quorum; the server logs this line once it serves.
-    tail -n +"$(($(cat "$dir/log.offset" 2>/dev/null || echo 0) + 1))" "$(log_file kafka)" | grep -q 'Kafka Server started'
+    if tail -n +"$(($(cat "$dir/log.offset" 2>/dev/null || echo 0) + 1))" "$(log_file kafka)" | grep -q 'Kafka Server started'; then
+        return 0
+    fi
+    # A broker started by an earlier run (its log line is before the offset): ask it for metadata.
+    [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" - "$HOST:$OCRSTREAM_DEV_KAFKA_PORT" >/dev/null 2>&1 <<'PY'
+import sys
+from kafka import KafkaAdminClient
+KafkaAdminClient(bootstrap_servers=sys.argv[1], request_timeout_ms=5000).list_topics()
+PY
 }
 kafka_timeout() { echo "${OCRSTREAM_DEV_KAFKA_TIMEOUT:-180}"; }
 kafka_stop_timeout() { echo 30; }
