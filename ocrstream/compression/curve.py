@@ -346,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     curve = curve_from_samples(
         samples,
         modes,
-        model={"name": model.config.name, "weights_id": model.weights_id, "checkpoint": str(folder)},
+        model={
+            "name": model.config.name,
+            "weights_id": model.weights_id,
+            "checkpoint": "shipped (ocrstream/assets/model)" if args.checkpoint is None else str(folder),
+        },
         provenance={
             "script": "python -m ocrstream.compression.curve",
             "pages_per_mode": args.pages,
