@@ -7,12 +7,14 @@ no arguments loads it. Only the model is shipped; the training-only reading quer
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
 
 import torch
 
+from ocrstream.data.fonts import HELDOUT_FONT, train_fonts
 from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
 from ocrstream.model.weights import save_snapshot
 from ocrstream.train.loop import build_trainee
@@ -45,10 +47,19 @@ def export(ckpt: Path, tokenizer: Path, out: Path = ASSET_DIR, dtype: torch.dtyp
     if tokenizer.resolve() != (out / "tokenizer.json").resolve():
         shutil.copyfile(tokenizer, out / "tokenizer.json")
     log.info("exported %s -> %s (%d bytes)", ckpt, out, size)
+    st = data["state"]
     return {
-        "state": data["state"],
+        "checkpoint": str(ckpt),
+        "step": st["step"],
+        "pages_seen": st["pages"],
+        "cpu_hours": st["cpu_seconds"] / 3600,
+        "wall_hours": st["wall_seconds"] / 3600,
+        "top_level": st["top_level"],
         "train_config": data["train_config"],
+        "corpus_sha256_16": data.get("corpus"),
+        "tokenizer_sha256": hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest(),
         "weights_bytes": size,
         "n_params": sum(p.numel() for p in model.parameters()),
-        "corpus": data.get("corpus"),
+        "fonts_train": [f.name for f in train_fonts()],
+        "font_heldout": HELDOUT_FONT,
     }

@@ -63,10 +63,15 @@ def test_shipped_model_loads_with_defaults(ocr):
     assert ocr.tokenizer.ids.get("image") == ocr.config.image_token_id
 
 
+def _gap(key: str) -> float:
+    return _eval_json().get("splits", {}).get("test", {}).get("gap", {}).get(key, 0.0)
+
+
 @pytest.mark.xfail(
-    condition=_eval_json().get("splits", {}).get("test", {}).get("gap", {}).get("gap_blank", 0) < 1.0,
+    condition=min(_gap("gap_blank"), _gap("gap_other")) < 1.0,
     strict=False,
-    reason=f"measured gap vs blank {_measured('test', 'gap')}; target >= 1 nat/token",
+    reason=f"measured gap vs blank {_gap('gap_blank'):.2f}, vs other page {_gap('gap_other'):.2f} "
+    "nats/token; target >= 1 for both",
 )
 def test_real_image_beats_blank_and_other_page(ocr):
     pages = eval_pages("test", N_PAGES, TILE, seed=random.randrange(1000))
