@@ -200,12 +200,15 @@ class PageDecoded(Message):
     raw: str = ""  # the model's raw output (grounding tags kept); its best attempt for fallbacks
     failed: bool = False
     attempts: list = field(default_factory=list)  # [{"temperature","mode","outcome","n_tokens"}]
-    boxes: list = field(default_factory=list)  # grounded blocks [{"label","boxes":[[x1,y1,x2,y2]],"content"}] (px)
+    boxes: list = field(
+        default_factory=list
+    )  # grounded blocks [{"label","boxes":[[x1,y1,x2,y2]],"content"}] (px)
     n_vision_tokens: int = 0
     n_text_tokens: int = 0
     cache_hit: bool = False
     encode_ms: float = 0.0
     decode_ms: float = 0.0
+    text_layer_agreement: float = -1.0  # 1 - CER of model text vs the PDF text layer; -1 = not measured
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,9 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         pages += s["n_pages"]
         failed = s["failed_pages"]
         flag = f" (model failed on page(s) {failed}: text-layer fallback or marked failed)" if failed else ""
+        agree = s.get("text_layer_agreement")
+        if agree is not None and agree < 0.5:
+            flag += f" (low agreement with the PDF's own text layer: {agree:.2f})"
         print(f"{s['status']:<9} {s['file']} -> {s['markdown']} ({s['n_pages']} pages){flag}")
     print(f"{len(summaries)} documents, {pages} pages in {dt:.1f}s; results in {out.resolve()}")
     return 1 if any(s["status"] == "failed" for s in summaries) else 0

@@ -174,4 +174,9 @@ class EmbeddedPipeline:
         summary.update(
             markdown=str(md), json=str(js), n_pages=result["n_pages"], failed_pages=result["failed_pages"]
         )
+        measured = [
+            p["text_layer_agreement"] for p in result["pages"] if p.get("text_layer_agreement", -1) >= 0
+        ]
+        if measured:
+            summary["text_layer_agreement"] = sum(measured) / len(measured)
         return summary

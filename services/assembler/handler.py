@@ -53,6 +53,7 @@ class AssemblerHandler(SimpleHandler):
             "tokens": {"vision": msg.n_vision_tokens, "text": msg.n_text_tokens},
             "timings_ms": {"encode": round(msg.encode_ms, 3), "decode": round(msg.decode_ms, 3)},
             "cache_hit": msg.cache_hit,
+            "text_layer_agreement": msg.text_layer_agreement,
         }
         put_json(self.store, layout.page_result_key(msg.job_id, msg.page), page)
         keys = self.store.list(layout.page_result_prefix(msg.job_id))

@@ -78,3 +78,19 @@ def check(res: Decoded, cfg: GuardConfig) -> tuple[str, str]:
     if not res.stopped:
         return "no_stop", f"{res.n_tokens} tokens without a stop token (budget {cfg.max_new_tokens})"
     return "ok", ""
+
+
+def agreement(a: str, b: str, limit: int = 2000) -> float:
+    """1 - character error rate of ``a`` against ``b`` (whitespace collapsed, first ``limit``
+    characters, so the cost stays bounded), clipped at 0: how far the model's page text agrees
+    with the PDF's own text layer. Recorded, not enforced (a scan's text layer can be wrong)."""
+    ref, hyp = " ".join(b.split())[:limit], " ".join(a.split())[:limit]
+    if not ref:
+        return 1.0 if not hyp else 0.0
+    prev = list(range(len(hyp) + 1))
+    for i, cr in enumerate(ref, 1):
+        cur = [i]
+        for j, ch in enumerate(hyp, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (cr != ch)))
+        prev = cur
+    return max(0.0, 1.0 - prev[-1] / len(ref))

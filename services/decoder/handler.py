@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ocrstream.services.decoder.guard import GuardConfig, Rung, check
+from ocrstream.services.decoder.guard import GuardConfig, Rung, agreement, check
 from ocrstream.services.encoder.handler import TokenTiers, encode_pages
 from ocrstream.services.runtime import Outcome
 
@@ -143,10 +143,14 @@ class DecoderHandler:
         m = p.msg
         raw = p.best.text if p.best is not None else ""  # kept even when not used: what the model said
         boxes: list[dict] = []
+        layer_agreement = -1.0
         if p.done and p.best is not None:
             method, failed = "model", False
             md = to_markdown(raw, m.width or GRID, m.height or GRID)  # tags -> boxes, official clean-up
             text, boxes = md.text, [b.to_dict() for b in md.blocks]
+            layer = self._text_layer(m)
+            if layer:
+                layer_agreement = round(agreement(text, layer), 4)
         else:
             text_layer = self._text_layer(m)
             if text_layer:
@@ -176,6 +180,7 @@ class DecoderHandler:
                 cache_hit=m.cache_hit,
                 encode_ms=m.encode_ms,
                 decode_ms=p.decode_ms,
+                text_layer_agreement=layer_agreement,
             )
         ]
 

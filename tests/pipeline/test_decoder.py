@@ -169,8 +169,26 @@ def test_grounding_output_becomes_markdown_and_pixel_boxes(backbone):
 def test_empty_output_on_a_page_with_text_is_a_failure(backbone):
     blank = Decoded("", [], True, 0)
     h = _handler(backbone, Scripted([[blank, blank], [blank]]), ladder="t=0.0;t=0.3")
-    (with_text,), (no_text,) = h.handle_batch([_page(backbone, 1, text_layer="real words"), _page(backbone, 2)])
+    (with_text,), (no_text,) = h.handle_batch(
+        [_page(backbone, 1, text_layer="real words"), _page(backbone, 2)]
+    )
     assert [a["outcome"] for a in with_text.attempts] == ["empty", "empty"]
     assert (with_text.method, with_text.text) == ("text_layer", "real words")
     # a page without a text layer may really be blank
     assert (no_text.method, no_text.failed, no_text.text) == ("model", False, "")
+
+
+def test_text_layer_agreement_recorded(backbone, rng):
+    from ocrstream.services.decoder.guard import agreement
+
+    words = " ".join(rng.choice(["alpha", "beta", "gamma"]) for _ in range(20))
+    assert agreement(words, words) == 1.0 and agreement("", words) == 0.0 and agreement("", "") == 1.0
+    assert agreement(words[:-5], words) == pytest.approx(1 - 5 / len(words))
+    h = _handler(backbone, Scripted([[ok("completely different"), ok(words)]]))
+    (bad,), (good,) = h.handle_batch(
+        [_page(backbone, 1, text_layer=words), _page(backbone, 2, text_layer=words)]
+    )
+    assert bad.method == good.method == "model"
+    assert bad.text_layer_agreement < 0.3 and good.text_layer_agreement == 1.0
+    ((none,),) = _handler(backbone, Scripted([[ok("x")]])).handle_batch([_page(backbone, 3)])
+    assert none.text_layer_agreement == -1.0
