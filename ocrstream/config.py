@@ -118,7 +118,9 @@ class IngestConfig(_EnvConfig):
     api_keys: tuple[str, ...] = _f((), "comma-separated accepted X-API-Key values; empty = no auth")
     max_bytes: int = _f(64 * 1024 * 1024, "largest accepted upload")
     default_mode: str = _f("default", "encoder mode when the request names none; default = the model's own")
-    default_prompt: str = _f("free_ocr", "prompt when the request names none (free_ocr, markdown, grounding, raw)")
+    default_prompt: str = _f(
+        "free_ocr", "prompt when the request names none (free_ocr, markdown, grounding, raw)"
+    )
     s3_source_bucket: str = _f("", "bucket watched for new documents; empty = off")
     s3_source_prefix: str = _f("inbox/", "prefix watched in that bucket")
     watch_dir: str = _f("", "local folder watched for new documents; empty = off")
