@@ -7,6 +7,7 @@ consumer with auto.offset.reset=earliest, as the chart's KEDA triggers assume, w
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,17 +81,29 @@ def group_lag(
         admin = _admin(bootstrap, timeout_ms)
     except KafkaError as exc:
         raise LagError(f"kafka at {bootstrap}: {exc}") from exc
+    # A fresh broker answers CoordinatorNotAvailable until its offsets topic exists: retriable
+    # errors are retried until the timeout, everything else is reported at once.
+    deadline = time.monotonic() + timeout_ms / 1000
     try:
-        tps = _topic_partitions(admin, topics)
-        if not tps:
-            raise LagError(f"topics {topics} have no partitions at {bootstrap}")
-        committed_raw = admin.list_group_offsets({group: tps}).get(group, {})
-        latest = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps}, timeout_ms=timeout_ms)
-        earliest = admin.list_partition_offsets(
-            {tp: OffsetSpec.EARLIEST for tp in tps}, timeout_ms=timeout_ms
-        )
-    except KafkaError as exc:
-        raise LagError(f"lag of group {group!r} on {topics} at {bootstrap}: {exc}") from exc
+        while True:
+            try:
+                tps = _topic_partitions(admin, topics)
+                if not tps:
+                    raise LagError(f"topics {topics} have no partitions at {bootstrap}")
+                committed_raw = admin.list_group_offsets({group: tps}).get(group, {})
+                latest = admin.list_partition_offsets(
+                    {tp: OffsetSpec.LATEST for tp in tps}, timeout_ms=timeout_ms
+                )
+                earliest = admin.list_partition_offsets(
+                    {tp: OffsetSpec.EARLIEST for tp in tps}, timeout_ms=timeout_ms
+                )
+                break
+            except KafkaError as exc:
+                if getattr(exc, "retriable", False) and time.monotonic() < deadline:
+                    log.debug("retrying lag of group %s after %s", group, exc)
+                    time.sleep(0.5)
+                    continue
+                raise LagError(f"lag of group {group!r} on {topics} at {bootstrap}: {exc}") from exc
     finally:
         admin.close()
     result = compute_lag(
