@@ -181,24 +181,12 @@ def moe_experts_ref(
 ) -> torch.Tensor:
     """sum_k w_k * expert_{idx_k}(x) per token: x [N, H], idx/weights [N, k] -> [N, H] in x.dtype.
 
-    Expert outputs are computed in the activation dtype, weighted and summed in fp32.
+    Expert outputs are computed in the activation dtype, weighted and summed in fp32. One
+    implementation, the one the dispatcher falls back to off CUDA (kernels/moe_experts.py).
     """
-    out = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float32, device=x.device)
-    flat_idx = idx.reshape(-1)
-    flat_w = weights.reshape(-1)
-    token_of = torch.arange(x.shape[0], device=x.device).repeat_interleave(idx.shape[1])
-    order = torch.argsort(flat_idx, stable=True)
-    counts = torch.bincount(flat_idx, minlength=len(experts)).tolist()
-    start = 0
-    for e, n in enumerate(counts):
-        if n == 0:
-            continue
-        sel = order[start : start + n]
-        start += n
-        toks = token_of[sel]
-        y = experts[e](x[toks])  # [n, H]
-        out.index_add_(0, toks, y.float() * flat_w[sel, None])
-    return out.to(x.dtype)
+    from ocrstream.kernels.moe_experts import moe_experts_modules_ref
+
+    return moe_experts_modules_ref(x, experts, idx, weights)
 
 
 class DeepseekV2MoE(nn.Module):
