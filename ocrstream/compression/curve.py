@@ -25,7 +25,6 @@ import bisect
 import datetime as dt
 import json
 import logging
-import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -308,19 +307,6 @@ def eval_pages(n: int, size: int, seed: int = 11) -> list[tuple]:
     return [(p.image, p.text) for p in (gen.page(i, levels[i % len(levels)]) for i in range(n))]
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="measure and store a model's compression curve")
     ap.add_argument("--checkpoint", type=Path, default=None, help="snapshot folder (default: shipped model)")
@@ -335,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ocrstream.compression.ladder import model_ladder
     from ocrstream.model.runtime import SHIPPED_MODEL_DIR, OcrModel
+    from ocrstream.train.evaluate import git_commit
 
     torch.set_num_threads(args.threads)
     folder = args.checkpoint or SHIPPED_MODEL_DIR
@@ -357,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             "page_size": size,
             "pages": "held-out test-split text, training fonts, levels 1-3 (ocrstream.data.render)",
             "decode": f"greedy, free_ocr, max_new_tokens={args.max_new_tokens}",
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "measured": True,
         },

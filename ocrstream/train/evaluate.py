@@ -168,7 +168,7 @@ def summarize(results: Sequence[PageResult]) -> dict:
     }
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         return subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -232,7 +232,7 @@ def write_eval(result: dict, path: Path, provenance: dict) -> None:
         **result,
         "provenance": {
             **provenance,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     }
