@@ -31,10 +31,15 @@ def shard_loads(placement: Placement, counts: Mapping[int, Sequence[float]]) -> 
 
 
 def imbalance(placement: Placement, counts: Mapping[int, Sequence[float]]) -> float:
-    """max / mean shard load, summed over layers (1.0 = perfect balance)."""
+    """Sum over layers of the most loaded shard / sum of the mean shard load (1.0 = perfect balance).
+
+    Per layer, not on summed loads: every MoE layer's all-to-all waits for its slowest shard, so a
+    shard that is hot in layer 1 and cold in layer 2 still costs a step in both.
+    """
     loads = shard_loads(placement, counts)
-    total = np.sum([v for v in loads.values()], axis=0)
-    return float(total.max() / total.mean()) if total.mean() > 0 else 1.0
+    worst = sum(float(v.max()) for v in loads.values())
+    mean = sum(float(v.mean()) for v in loads.values())
+    return worst / mean if mean > 0 else 1.0
 
 
 def plan_layer(counts: Sequence[float], n_shards: int, slots: int) -> tuple[tuple[int, ...], ...]:
