@@ -31,6 +31,7 @@ class Batch:
     texts: list[str]
     levels: list[int]
     cell_targets: torch.Tensor | None = None  # [B, N, V] token distribution per vision-token cell
+    glyph_targets: torch.Tensor | None = None  # [B, G*G, GLYPH_CLASSES] characters per SAM patch
 
     @property
     def size(self) -> int:
@@ -68,6 +69,7 @@ def make_batch(
     side = pages[0].image.size[0]
     return Batch(
         cell_targets=cell_targets(pages, tok, side, grid=side // 64) if pages[0].spans else None,
+        glyph_targets=glyph_targets(pages, side, grid=side // 16) if pages[0].spans else None,
         pixels=pixels_from_pages(pages),
         prefix_ids=torch.tensor([prefix] * len(pages), dtype=torch.long),
         targets=targets,
@@ -114,3 +116,37 @@ def cell_targets(pages: Sequence[Page], tok: Tokenizer, side: int, grid: int) ->
         idx = (torch.tensor(bi), torch.tensor(ci), torch.tensor(ti))
         out.index_put_(idx, torch.ones(len(bi)), accumulate=True)
     return out / out.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+# Glyph classes for the patch-level reading loss: 0 = no glyph centred here, 1.. = printable ASCII.
+GLYPH_FIRST, GLYPH_LAST = 33, 126
+GLYPH_CLASSES = 1 + GLYPH_LAST - GLYPH_FIRST + 1
+
+
+def glyph_targets(pages: Sequence[Page], side: int, grid: int) -> torch.Tensor:
+    """[B, grid*grid, GLYPH_CLASSES]: for each SAM patch (16x16 px, row-major), the normalised bag of
+    characters whose glyph centres fall in it; class 0 where none does.
+
+    The densest, most local reading signal there is: the patch encoder must tell letters apart
+    from the first step, so the vision path cannot decay into constant tokens while the decoder
+    is still a language model.
+    """
+    patch = side / grid
+    out = torch.zeros(len(pages), grid * grid, GLYPH_CLASSES)
+    for b, p in enumerate(pages):
+        for x, y, text, font in p.spans:
+            row = int((y + font.size * 0.6) // patch)
+            if not 0 <= row < grid:
+                continue
+            left = 0.0
+            for i, ch in enumerate(text):
+                right = font.getlength(text[: i + 1])
+                c = ord(ch)
+                if GLYPH_FIRST <= c <= GLYPH_LAST:
+                    col = int((x + 0.5 * (left + right)) // patch)
+                    if 0 <= col < grid:
+                        out[b, row * grid + col, 1 + c - GLYPH_FIRST] += 1.0
+                left = right
+    empty = out.sum(-1) == 0
+    out[..., 0] = empty.float()
+    return out / out.sum(-1, keepdim=True)

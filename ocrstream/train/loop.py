@@ -49,7 +49,7 @@ class TrainConfig:
     batch: int = 16
     steps: int = 1_000_000  # upper bound; runs are usually stopped by max_minutes
     max_minutes: float = 0.0  # 0 = no wall-clock limit
-    lr: float = 3e-4  # 1e-3 collapsed the encoder to image-independent tokens within 5 steps
+    lr: float = 1e-3  # stable with the glyph loss (3e-4 was needed without it: 1e-3 collapsed)
     warmup: int = 50
     decoder_lr_mult_start: float = 0.3  # decoder learns slower at first so vision can catch up
     decoder_lr_ramp: int = 1500
@@ -59,14 +59,15 @@ class TrainConfig:
     var_weight: float = 5.0
     var_floor: float = 0.3
     cell_weight: float = 1.0
+    glyph_weight: float = 1.0  # patch-level glyph classes on the SAM neck (training-only head)
     corrupt_rate: float = 0.15
     unlock_acc: float = 0.55  # reading-head token accuracy at the top level that unlocks the next
-    unlock_steps: int = 250  # ... or this many steps at the top level, whichever comes first
+    unlock_steps: int = 600  # ... or this many steps at the top level, whichever comes first
     start_level: int = 0
     max_level: int = 3
     eval_every: int = 50
     save_every: int = 50
-    threads: int = 1
+    threads: int = 2
     val_pages: int = 16
     size: int = TILE
     levels_prob_top: float = 0.5  # share of batches drawn at the newest unlocked level
@@ -226,6 +227,7 @@ class Trainer:
             var_weight=tc.var_weight,
             var_floor=tc.var_floor,
             cell_weight=tc.cell_weight,
+            glyph_weight=tc.glyph_weight,
         )
         self.opt.zero_grad(set_to_none=True)
         out.total.backward()
@@ -250,6 +252,8 @@ class Trainer:
             "var_pen": out.var_pen.item(),
             "aux": out.aux.item(),
             "cell": out.cell.item(),
+            "glyph": out.glyph.item(),
+            "glyph_acc": out.glyph_acc,
             "image_frac": out.image_frac,
             "ar_acc": out.ar_acc,
             "read_acc": out.read_acc,
@@ -315,6 +319,7 @@ class Trainer:
                     L=st.top_level,
                     loss=f"{m['loss']:.3f}",
                     read=f"{m['read_acc']:.2f}",
+                    glyph=f"{m['glyph_acc']:.2f}",
                     gap=f"{last_gap:.2f}",
                     pps=f"{pps:.1f}",
                     refresh=False,

@@ -23,7 +23,7 @@ from torch import nn
 
 from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
 from ocrstream.model.moe_decoder import rotary_cos_sin
-from ocrstream.train.batches import IGNORE, Batch
+from ocrstream.train.batches import GLYPH_CLASSES, IGNORE, Batch
 
 
 @dataclass
@@ -34,6 +34,8 @@ class LossParts:
     var_pen: torch.Tensor
     aux: torch.Tensor
     cell: torch.Tensor
+    glyph: torch.Tensor
+    glyph_acc: float
     image_frac: float
     ar_acc: float
     read_acc: float
@@ -48,6 +50,14 @@ class Trainee(nn.Module):
         self.model = model
         hidden = model.config.decoder.hidden_size
         self.read_query = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
+        # patch-level glyph classifier on the SAM neck output (training only, not shipped)
+        sam = model.model.sam_model
+        self.glyph_head = nn.Conv2d(model.config.sam.neck_chans, GLYPH_CLASSES, kernel_size=1)
+        self._neck: torch.Tensor | None = None
+        sam.neck.register_forward_hook(self._keep_neck)
+
+    def _keep_neck(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:  # noqa: ARG002
+        self._neck = out  # [B, neck, S/16, S/16]
 
     def decoder(self, x: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         dm = self.model.model
@@ -94,6 +104,7 @@ def compute_loss(
     var_floor: float = 0.3,
     aux_weight: float = 1.0,
     cell_weight: float = 1.0,
+    glyph_weight: float = 0.0,
     with_read: bool = True,
 ) -> LossParts:
     model = tr.model
@@ -148,8 +159,23 @@ def compute_loss(
         if has.any():
             logp = torch.log_softmax(model.lm_head(model.model.norm(feats.projected)).float(), dim=-1)
             cell = -(tgt_cells * logp).sum(-1)[has].mean()
+    glyph, glyph_acc = torch.zeros(()), 0.0
+    if batch.glyph_targets is not None and glyph_weight > 0 and pixels is None and tr._neck is not None:
+        g_logits = tr.glyph_head(tr._neck).flatten(2).transpose(1, 2).float()  # [B, G*G, C]
+        g_tgt = batch.glyph_targets
+        ce = -(g_tgt * torch.log_softmax(g_logits, dim=-1)).sum(-1)  # [B, G*G]
+        inked = g_tgt[..., 0] < 1  # patches with a glyph centre
+        # inked and empty patches weigh the same: empty ones outnumber glyphs 20:1 on sparse pages
+        glyph = ce[~inked].mean() if (~inked).any() else torch.zeros(())
+        if inked.any():
+            glyph = glyph + ce[inked].mean()
+            hit = g_tgt.gather(-1, g_logits.argmax(-1, keepdim=True)).squeeze(-1) > 0
+            glyph_acc = float(hit[inked].float().mean())
     total = ar + read_weight * read + var_weight * var_pen + aux_weight * aux + cell_weight * cell
-    return LossParts(total, ar, read, var_pen, aux, cell, float(frac.detach()), ar_acc, read_acc, n_tok)
+    total = total + glyph_weight * glyph
+    return LossParts(
+        total, ar, read, var_pen, aux, cell, glyph, glyph_acc, float(frac.detach()), ar_acc, read_acc, n_tok
+    )
 
 
 @torch.no_grad()

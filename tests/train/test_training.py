@@ -104,3 +104,38 @@ def test_cer_and_word_accuracy():
     assert cer("", "") == 0.0
     assert cer("ab", "abcdef") == pytest.approx(2.0)
     assert word_accuracy("a b c d", "a b x d") == pytest.approx(0.75)
+
+
+def test_glyph_targets_mark_each_character_at_its_patch():
+    from PIL import ImageFont
+
+    from ocrstream.data.render import Page
+    from ocrstream.train.batches import GLYPH_CLASSES, GLYPH_FIRST, glyph_targets
+
+    rng = random.Random()
+    font = ImageFont.truetype(train_fonts()[0].path, rng.randint(20, 40))
+    word = "".join(rng.choices("ABCDEFGHKMNPRSTWXYZ", k=rng.randint(3, 6)))
+    x, y = float(rng.randint(0, 40)), float(rng.randint(0, 200))
+    page = Page(None, word, word, "f", 0, "s", {}, [(x, y, word, font)])
+    t = glyph_targets([page], 256, grid=16)  # [1, 256, C]
+    assert t.shape == (1, 256, GLYPH_CLASSES)
+    assert torch.allclose(t.sum(-1), torch.ones(1, 256))
+    row = int((y + font.size * 0.6) // 16)
+    for i, ch in enumerate(word):
+        centre = x + 0.5 * (font.getlength(word[:i]) + font.getlength(word[: i + 1]))
+        assert t[0, row * 16 + int(centre // 16), 1 + ord(ch) - GLYPH_FIRST] > 0, (word, i)
+    inked = t[0, :, 0] < 1
+    assert int(inked.sum()) <= len(word) and set(inked.nonzero().flatten().tolist()) <= set(
+        range(row * 16, row * 16 + 16)
+    )
+
+
+def test_glyph_loss_trains_the_glyph_head(tok):
+    torch.manual_seed(random.randrange(1 << 30))
+    tr = tiny_trainee(tok)
+    batch = make_batch(pages(4, level=0), tok, n_placeholders(SIDE), special_ids(tok))
+    assert batch.glyph_targets is not None
+    out = compute_loss(tr, batch, glyph_weight=1.0)
+    assert out.glyph.item() > 0
+    out.total.backward()
+    assert tr.glyph_head.weight.grad is not None and tr.glyph_head.weight.grad.abs().sum() > 0
