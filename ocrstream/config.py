@@ -162,6 +162,17 @@ class DecoderConfig(_EnvConfig):
 
 
 @dataclass(frozen=True)
+class TritonClientConfig(_EnvConfig):
+    """The decoder's Triton client (``ocrstream.backends.triton``), read when backend=triton."""
+
+    SERVICE = "decoder"
+    triton_model: str = _f("ocr_decoder", "Triton decoder model name (backend=triton)")
+    triton_timeout_s: float = _f(600.0, "deadline of one decode call to Triton")
+    triton_retries: int = _f(2, "resends of a page that failed or got no final response")
+    triton_max_in_flight: int = _f(64, "pages in flight on one stream")
+
+
+@dataclass(frozen=True)
 class AssemblerConfig(_EnvConfig):
     SERVICE = "assembler"
     degraded_rate: float = _f(0.1, "documents whose failed-page share exceeds this are marked degraded")
@@ -174,6 +185,7 @@ SERVICE_CONFIGS: tuple[type[_EnvConfig], ...] = (
     RasterizerConfig,
     EncoderConfig,
     DecoderConfig,
+    TritonClientConfig,
     AssemblerConfig,
 )
 

@@ -19,19 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ocrstream.backends.base import Decoded
-from ocrstream.config import _EnvConfig, _f
+from ocrstream.config import TritonClientConfig
 from ocrstream.errors import BackendUnavailable, PermanentError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TritonClientConfig(_EnvConfig):
-    SERVICE = "decoder"
-    triton_model: str = _f("ocr_decoder", "Triton decoder model name (backend=triton)")
-    triton_timeout_s: float = _f(600.0, "deadline of one decode call to Triton")
-    triton_retries: int = _f(2, "resends of a page that failed or got no final response")
-    triton_max_in_flight: int = _f(64, "pages in flight on one stream")
+__all__ = ["TritonClientConfig", "TritonDecoder"]
 
 
 @dataclass
