@@ -41,6 +41,9 @@ class Mode:
     image_size: int
     crop: bool
     no_tile_max: int = 640  # official code hard-codes 640 (not image_size) as the no-tiling bound
+    # ocrstream extension ("reflow-<side>"): the page's text lines are re-laid into as many
+    # side x side views as they fill, each read on its own (``ocrstream.model.reflow``)
+    reflow: bool = False
 
     def __post_init__(self) -> None:
         for side in (self.base_size, self.image_size):
@@ -61,12 +64,17 @@ MODES: dict[str, Mode] = {
 
 def get_mode(mode: str | Mode) -> Mode:
     """A Mode, a name from MODES, or a size spec: "<side>" (one view, stretched when <= 640,
-    padded otherwise) or "<base>x<tile>" (global view + tiles, like Gundam)."""
+    padded otherwise), "<base>x<tile>" (global view + tiles, like Gundam) or "reflow-<side>"
+    (text lines re-laid into side x side views, for the small embedded model)."""
     if isinstance(mode, Mode):
         return mode
     key = mode.lower().replace("_", "-")
     if key in MODES:
         return MODES[key]
+    reflow = re.fullmatch(r"reflow-(\d+)", key)
+    if reflow is not None:
+        side = int(reflow.group(1))
+        return Mode(key, side, side, False, reflow=True)
     spec = re.fullmatch(r"(\d+)(?:x(\d+))?", key)
     if spec is None:
         raise ValueError(

@@ -20,6 +20,7 @@ from PIL import Image
 from .deepseek_ocr import DeepseekOCRForCausalLM
 from .generation import NGRAM_IMAGE, SamplingParams, generate
 from .modes import Mode, get_mode, preprocess
+from .reflow import reflow_views
 from .tokenizer import OcrTokenizer, resolve_prompt
 from .weights import encoder_weights_id, load_snapshot
 
@@ -38,10 +39,20 @@ class VisionTokens:
     grid: tuple[int, int]  # (W_t, H_t) tiles; (1, 1) = none
     image_size: tuple[int, int]  # original (width, height)
     weights_id: str = ""
+    # reflow modes: ``views`` independent views of equal length, concatenated, each decoded alone
+    views: int = 1
 
     @property
     def n_placeholders(self) -> int:
         return int(self.embeds.shape[0])
+
+    def split_views(self) -> list[torch.Tensor]:
+        """The embeddings of each independently decoded view ([n / views, hidden] each)."""
+        if self.views == 1:
+            return [self.embeds]
+        if self.views == 0:
+            return []
+        return list(self.embeds.chunk(self.views, dim=0))
 
     def validate(self, hidden: int | None = None) -> None:
         if self.embeds.dim() != 2 or (hidden is not None and self.embeds.shape[1] != hidden):
@@ -57,6 +68,7 @@ class VisionTokens:
                 "grid": list(self.grid),
                 "image_size": list(self.image_size),
                 "weights_id": self.weights_id,
+                "views": self.views,
             }
         ).encode()
         return _VT_MAGIC + struct.pack("<I", len(header)) + header + t.view(torch.uint8).numpy().tobytes()
@@ -75,7 +87,14 @@ class VisionTokens:
             if raw
             else torch.empty(meta["shape"], dtype=dtype)
         )
-        return cls(embeds, meta["mode"], tuple(meta["grid"]), tuple(meta["image_size"]), meta["weights_id"])
+        return cls(
+            embeds,
+            meta["mode"],
+            tuple(meta["grid"]),
+            tuple(meta["image_size"]),
+            meta["weights_id"],
+            int(meta.get("views", 1)),
+        )
 
 
 @dataclass
@@ -143,12 +162,25 @@ class OcrModel:
     ) -> list[VisionTokens]:
         """None -> the config's default_mode (gundam for the official model)."""
         m = get_mode(self.config.default_mode if mode is None else mode)
+        if m.reflow:
+            return [self._encode_reflow(img, m) for img in images]
         inputs = [self.preprocess(img, m) for img in images]
         feats = self.model.encode_images(inputs)
         return [
             VisionTokens(e, m.name, inp.grid, inp.image_size, self.weights_id)
             for e, inp in zip(feats.embeds, inputs, strict=True)
         ]
+
+    def _encode_reflow(self, image: Image.Image, m: Mode) -> VisionTokens:
+        views = reflow_views(image, m.base_size)
+        hidden = self.config.decoder.hidden_size
+        if not views:  # a blank page: no text lines, nothing to read
+            embeds = torch.zeros(0, hidden, dtype=self.model.dtype)
+        else:
+            one = get_mode(str(m.base_size))
+            feats = self.model.encode_images([self.preprocess(v, one) for v in views])
+            embeds = torch.cat(list(feats.embeds), dim=0)
+        return VisionTokens(embeds, m.name, (1, 1), image.size, self.weights_id, views=len(views))
 
     def encode(self, image: Image.Image, mode: str | Mode | None = None) -> VisionTokens:
         return self.encode_batch([image], mode)[0]
@@ -168,8 +200,10 @@ class OcrModel:
         """One result per entry of ``vision`` (a VisionTokens, or several for multi-image prompts)."""
         text = resolve_prompt(prompt, **prompt_fields)
         rows, embeds = [], []
+        owner: list[int] = []  # generation row -> entry of ``vision`` (reflowed pages have several)
+        reflowed: set[int] = set()
         hidden = self.config.decoder.hidden_size
-        for item in vision:
+        for i, item in enumerate(vision):
             vts = [item] if isinstance(item, VisionTokens) else list(item)
             for vt in vts:
                 vt.validate(hidden)
@@ -177,8 +211,20 @@ class OcrModel:
                     raise ValueError(
                         f"VisionTokens from encoder {vt.weights_id}, this model is {self.weights_id}"
                     )
+            if any(vt.views != 1 for vt in vts):
+                if len(vts) != 1:
+                    raise ValueError(
+                        "reflowed VisionTokens cannot be combined with other images in one prompt"
+                    )
+                reflowed.add(i)
+                for view in vts[0].split_views():
+                    rows.append(self.tokenizer.build_input_ids(text, [view.shape[0]]))
+                    embeds.append([view.to(self.device, self.model.dtype)])
+                    owner.append(i)
+                continue
             rows.append(self.tokenizer.build_input_ids(text, [vt.n_placeholders for vt in vts]))
             embeds.append([vt.embeds.to(self.device, self.model.dtype) for vt in vts])
+            owner.append(i)
         stop = {self.config.decoder.eos_token_id}
         if self.tokenizer.ids.get("eos") is not None:
             stop.add(self.tokenizer.ids["eos"])
@@ -191,11 +237,23 @@ class OcrModel:
             stop_ids=tuple(sorted(stop)),
         )
         gen = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        out = generate(self.model, rows, embeds, params, generator=gen)
-        return [
-            DecodeResult(self.tokenizer.decode(seq), seq, stopped, len(seq))
-            for seq, stopped in zip(out.sequences, out.stopped, strict=True)
-        ]
+        out = generate(self.model, rows, embeds, params, generator=gen) if rows else None
+        parts: list[list[tuple[list[int], bool]]] = [[] for _ in vision]
+        if out is not None:
+            for i, seq, stopped in zip(owner, out.sequences, out.stopped, strict=True):
+                parts[i].append((seq, stopped))
+        results = []
+        for i, views in enumerate(parts):
+            if i not in reflowed:
+                (seq, stopped), *_ = views
+                results.append(DecodeResult(self.tokenizer.decode(seq), seq, stopped, len(seq)))
+                continue
+            # a reflowed page: its views' texts in order, one per line ("" for a blank page)
+            texts = [self.tokenizer.decode(seq).strip() for seq, _ in views]
+            ids = [t for seq, _ in views for t in seq]
+            stopped = all(st for _, st in views)
+            results.append(DecodeResult("\n".join(t for t in texts if t), ids, stopped, len(ids)))
+        return results
 
     def ocr(
         self, image: Image.Image, mode: str | Mode = "base", prompt: str = "free_ocr", **kw
