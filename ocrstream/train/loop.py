@@ -83,6 +83,7 @@ class RunState:
     best_val: float = float("inf")
     acc_ema: dict = field(default_factory=dict)  # level -> reading accuracy EMA
     level_since: int = 0  # step at which the current top level was unlocked
+    warm_from: int = 0  # step the LR warm-up (re)started: a fresh optimiser warms up again
 
 
 def cpu_seconds() -> float:
@@ -116,8 +117,8 @@ def make_optimizer(tr: Trainee, tc: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def lr_for(group: str, step: int, tc: TrainConfig) -> float:
-    warm = min(1.0, (step + 1) / tc.warmup)
+def lr_for(group: str, step: int, tc: TrainConfig, warm_from: int = 0) -> float:
+    warm = min(1.0, (step - warm_from + 1) / tc.warmup)
     lr = tc.lr * warm
     if group == "decoder":
         ramp = min(1.0, step / max(1, tc.decoder_lr_ramp))
@@ -170,9 +171,17 @@ class Trainer:
         if not ck.exists():
             return
         data = torch.load(ck, map_location="cpu", weights_only=False)
-        self.tr.load_state_dict(data["trainee"])
-        self.opt.load_state_dict(data["opt"])
+        # a recipe change may add training-only heads: they start fresh, and so does the optimiser
+        missing, unexpected = self.tr.load_state_dict(data["trainee"], strict=False)
+        if unexpected or any(k.startswith("model.") for k in missing):
+            raise RuntimeError(f"checkpoint {ck} does not fit: missing {missing}, unexpected {unexpected}")
         self.state = RunState(**data["state"])
+        if missing:
+            # Adam's first steps with empty moments are full-LR sized for every weight: warm up again
+            log.warning("new training heads %s start from scratch, with a fresh optimiser", missing)
+            self.state.warm_from = self.state.step
+        else:
+            self.opt.load_state_dict(data["opt"])
         self.rng.setstate(data["rng"])
         torch.set_rng_state(data["torch_rng"])
         log.info(
@@ -217,7 +226,7 @@ class Trainer:
             self.rng,
         )
         for g in self.opt.param_groups:
-            g["lr"] = lr_for(g["name"], st.step, tc)
+            g["lr"] = lr_for(g["name"], st.step, tc, st.warm_from)
         self.tr.train()
         out = compute_loss(
             self.tr,
@@ -254,6 +263,8 @@ class Trainer:
             "cell": out.cell.item(),
             "glyph": out.glyph.item(),
             "glyph_acc": out.glyph_acc,
+            "cell_glyph": out.cell_glyph.item(),
+            "cell_glyph_acc": out.cell_glyph_acc,
             "image_frac": out.image_frac,
             "ar_acc": out.ar_acc,
             "read_acc": out.read_acc,
@@ -319,7 +330,7 @@ class Trainer:
                     L=st.top_level,
                     loss=f"{m['loss']:.3f}",
                     read=f"{m['read_acc']:.2f}",
-                    glyph=f"{m['glyph_acc']:.2f}",
+                    glyph=f"{m['glyph_acc']:.2f}/{m['cell_glyph_acc']:.2f}",
                     gap=f"{last_gap:.2f}",
                     pps=f"{pps:.1f}",
                     refresh=False,

@@ -36,10 +36,38 @@ class LossParts:
     cell: torch.Tensor
     glyph: torch.Tensor
     glyph_acc: float
+    cell_glyph: torch.Tensor
+    cell_glyph_acc: float
     image_frac: float
     ar_acc: float
     read_acc: float
     n_tokens: int
+
+
+CELL_PATCHES = 16  # 4x4 SAM patches per compressed vision token (the 16x compressor)
+
+
+def cell_major(patch_targets: torch.Tensor, grid: int) -> torch.Tensor:
+    """[B, grid*grid, C] row-major patches -> [B, (grid/4)^2 cells, 16 patches, C], each cell's
+    patches row-major, in the vision tokens' order."""
+    b, _, c = patch_targets.shape
+    q = grid // 4
+    t = patch_targets.reshape(b, q, 4, q, 4, c).permute(0, 1, 3, 2, 4, 5)  # [B, qr, qc, 4, 4, C]
+    return t.reshape(b, q * q, CELL_PATCHES, c)
+
+
+def balanced_glyph_ce(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Soft CE over [..., C] with inked and empty positions weighed the same; accuracy on inked."""
+    ce = -(target * torch.log_softmax(logits.float(), dim=-1)).sum(-1)
+    inked = target[..., 0] < 1  # positions with a glyph centre
+    # empty positions outnumber glyphs 20:1 on sparse pages
+    loss = ce[~inked].mean() if (~inked).any() else torch.zeros(())
+    acc = 0.0
+    if inked.any():
+        loss = loss + ce[inked].mean()
+        hit = target.gather(-1, logits.argmax(-1, keepdim=True)).squeeze(-1) > 0
+        acc = float(hit[inked].float().mean())
+    return loss, acc
 
 
 class Trainee(nn.Module):
@@ -53,6 +81,9 @@ class Trainee(nn.Module):
         # patch-level glyph classifier on the SAM neck output (training only, not shipped)
         sam = model.model.sam_model
         self.glyph_head = nn.Conv2d(model.config.sam.neck_chans, GLYPH_CLASSES, kernel_size=1)
+        # per vision token: the glyph class of each patch of its cell, in order (training only)
+        hidden = model.config.decoder.hidden_size
+        self.cell_glyph_head = nn.Linear(hidden, CELL_PATCHES * GLYPH_CLASSES)
         self._neck: torch.Tensor | None = None
         sam.neck.register_forward_hook(self._keep_neck)
 
@@ -160,21 +191,33 @@ def compute_loss(
             logp = torch.log_softmax(model.lm_head(model.model.norm(feats.projected)).float(), dim=-1)
             cell = -(tgt_cells * logp).sum(-1)[has].mean()
     glyph, glyph_acc = torch.zeros(()), 0.0
+    cell_glyph, cell_glyph_acc = torch.zeros(()), 0.0
     if batch.glyph_targets is not None and glyph_weight > 0 and pixels is None and tr._neck is not None:
-        g_logits = tr.glyph_head(tr._neck).flatten(2).transpose(1, 2).float()  # [B, G*G, C]
-        g_tgt = batch.glyph_targets
-        ce = -(g_tgt * torch.log_softmax(g_logits, dim=-1)).sum(-1)  # [B, G*G]
-        inked = g_tgt[..., 0] < 1  # patches with a glyph centre
-        # inked and empty patches weigh the same: empty ones outnumber glyphs 20:1 on sparse pages
-        glyph = ce[~inked].mean() if (~inked).any() else torch.zeros(())
-        if inked.any():
-            glyph = glyph + ce[inked].mean()
-            hit = g_tgt.gather(-1, g_logits.argmax(-1, keepdim=True)).squeeze(-1) > 0
-            glyph_acc = float(hit[inked].float().mean())
+        g_logits = tr.glyph_head(tr._neck).flatten(2).transpose(1, 2)  # [B, G*G, C]
+        glyph, glyph_acc = balanced_glyph_ce(g_logits, batch.glyph_targets)
+        # the same glyphs read back from each projected vision token, in patch order: the token
+        # must carry its cell's characters and where they are, which is what the decoder reads
+        grid = tr._neck.shape[-1]
+        n = feats.projected.shape[1]
+        c_logits = tr.cell_glyph_head(feats.projected).reshape(b, n, CELL_PATCHES, -1)
+        cell_glyph, cell_glyph_acc = balanced_glyph_ce(c_logits, cell_major(batch.glyph_targets, grid))
     total = ar + read_weight * read + var_weight * var_pen + aux_weight * aux + cell_weight * cell
-    total = total + glyph_weight * glyph
+    total = total + glyph_weight * (glyph + cell_glyph)
     return LossParts(
-        total, ar, read, var_pen, aux, cell, glyph, glyph_acc, float(frac.detach()), ar_acc, read_acc, n_tok
+        total,
+        ar,
+        read,
+        var_pen,
+        aux,
+        cell,
+        glyph,
+        glyph_acc,
+        cell_glyph,
+        cell_glyph_acc,
+        float(frac.detach()),
+        ar_acc,
+        read_acc,
+        n_tok,
     )
 
 

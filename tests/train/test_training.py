@@ -139,3 +139,18 @@ def test_glyph_loss_trains_the_glyph_head(tok):
     assert out.glyph.item() > 0
     out.total.backward()
     assert tr.glyph_head.weight.grad is not None and tr.glyph_head.weight.grad.abs().sum() > 0
+    assert out.cell_glyph.item() > 0 and tr.cell_glyph_head.weight.grad.abs().sum() > 0
+
+
+def test_cell_major_puts_each_patch_in_its_vision_token_cell():
+    from ocrstream.train.objective import CELL_PATCHES, cell_major
+
+    grid = 4 * random.randint(1, 4)
+    t = torch.rand(2, grid * grid, 5)
+    out = cell_major(t, grid)
+    q = grid // 4
+    assert out.shape == (2, q * q, CELL_PATCHES, 5)
+    for _ in range(20):
+        r, c = random.randrange(grid), random.randrange(grid)
+        cell, sub = (r // 4) * q + c // 4, (r % 4) * 4 + c % 4
+        assert torch.equal(out[:, cell, sub], t[:, r * grid + c])
