@@ -38,7 +38,8 @@ def load_checkpoint_model(ckpt: Path, tokenizer: Path) -> tuple[DeepseekOCRForCa
 
 def export(ckpt: Path, tokenizer: Path, out: Path = ASSET_DIR, dtype: torch.dtype = torch.float16) -> dict:
     model, data = load_checkpoint_model(ckpt, tokenizer)
-    model.config.default_mode = str(TILE)  # one view at the training size, e.g. "256"
+    # whole pages are re-laid into views at the training size ("reflow-256"): see model/reflow.py
+    model.config.default_mode = f"reflow-{TILE}"
     out.mkdir(parents=True, exist_ok=True)
     paths = save_snapshot(model, out, dtype=dtype)
     size = sum(p.stat().st_size for p in paths)
