@@ -21,6 +21,7 @@ import numpy as np
 from ocrstream.backends.base import Decoded
 from ocrstream.config import TritonClientConfig
 from ocrstream.errors import BackendUnavailable, PermanentError
+from ocrstream.model.runtime import join_views, view_blobs
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,18 @@ class TritonDecoder:
         temperature: float = 0.0,
         ngram: tuple[int, int] | None = None,
     ) -> list[Decoded]:
-        pages = [_Page(i, [b]) for i, b in enumerate(tokens)]
+        # a reflowed page is several views, each its own request; joined again below
+        flat, owner, reflowed = [], [], set()
+        for i, blob in enumerate(tokens):
+            views = view_blobs(blob)
+            if views is None:
+                flat.append(blob)
+                owner.append(i)
+            else:
+                reflowed.add(i)
+                flat += views
+                owner += [i] * len(views)
+        pages = [_Page(i, [b]) for i, b in enumerate(flat)]
         todo = pages
         for attempt in range(self.cfg.triton_retries + 1):
             self._run(todo, prompt, max_new_tokens, temperature, ngram, stream=False)
@@ -71,7 +83,19 @@ class TritonDecoder:
             raise BackendUnavailable(
                 f"Triton decoder at {self.url}: {len(todo)} pages failed: {todo[0].error}"
             )
-        return [p.final for p in pages]  # type: ignore[misc]
+        parts: list[list[Decoded]] = [[] for _ in tokens]
+        for i, p in zip(owner, pages, strict=True):
+            parts[i].append(p.final)  # type: ignore[arg-type]
+        out = []
+        for i, views in enumerate(parts):
+            if i not in reflowed:
+                out.append(views[0])
+                continue
+            ids = [t for d in views for t in d.token_ids]
+            out.append(
+                Decoded(join_views([d.text for d in views]), ids, all(d.stopped for d in views), len(ids))
+            )
+        return out
 
     def stream(
         self,
@@ -82,6 +106,18 @@ class TritonDecoder:
         ngram: tuple[int, int] | None = None,
     ) -> Iterator[int | Decoded]:
         """One page, streamed: yields token ids as the model chooses them, then the ``Decoded``."""
+        views = view_blobs(tokens) if isinstance(tokens, bytes) else None
+        if views is not None:  # a reflowed page: its views one after another, then the joined result
+            finals: list[Decoded] = []
+            for v in views:
+                for item in self.stream(v, prompt, max_new_tokens, temperature, ngram):
+                    if isinstance(item, Decoded):
+                        finals.append(item)
+                    else:
+                        yield item
+            ids = [t for d in finals for t in d.token_ids]
+            yield Decoded(join_views([d.text for d in finals]), ids, all(d.stopped for d in finals), len(ids))
+            return
         page = _Page(0, [tokens] if isinstance(tokens, bytes) else list(tokens))
         q: queue.Queue = queue.Queue()
         client = self._client()

@@ -97,6 +97,26 @@ class VisionTokens:
         )
 
 
+def view_blobs(blob: bytes) -> list[bytes] | None:
+    """A serialized reflowed page -> one serialized single-view ``VisionTokens`` per view, in order
+    ([] for a blank page); None for ordinary tokens (decoded as they are). For remote decoders,
+    which take one view per request. A blob that does not parse is left to the decoder to refuse."""
+    try:
+        vt = VisionTokens.from_bytes(blob)
+    except (ValueError, KeyError, RuntimeError, struct.error):
+        return None
+    if vt.views == 1:
+        return None
+    return [
+        VisionTokens(e, vt.mode, (1, 1), vt.image_size, vt.weights_id).to_bytes() for e in vt.split_views()
+    ]
+
+
+def join_views(texts: Sequence[str]) -> str:
+    """A reflowed page's text: its views' texts in order, one per line (empty views dropped)."""
+    return "\n".join(t for t in (x.strip() for x in texts) if t)
+
+
 @dataclass
 class DecodeResult:
     text: str  # decoded with special tokens kept (grounding tags survive), stop token excluded
@@ -249,10 +269,10 @@ class OcrModel:
                 results.append(DecodeResult(self.tokenizer.decode(seq), seq, stopped, len(seq)))
                 continue
             # a reflowed page: its views' texts in order, one per line ("" for a blank page)
-            texts = [self.tokenizer.decode(seq).strip() for seq, _ in views]
+            texts = [self.tokenizer.decode(seq) for seq, _ in views]
             ids = [t for seq, _ in views for t in seq]
             stopped = all(st for _, st in views)
-            results.append(DecodeResult("\n".join(t for t in texts if t), ids, stopped, len(ids)))
+            results.append(DecodeResult(join_views(texts), ids, stopped, len(ids)))
         return results
 
     def ocr(

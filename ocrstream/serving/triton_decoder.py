@@ -163,6 +163,8 @@ class DecoderModel:
         vts = [VisionTokens.from_bytes(bytes(b)) for b in blobs]
         for vt in vts:
             vt.validate(hidden)
+            if vt.views != 1:
+                raise ValueError(f"reflowed VisionTokens ({vt.views} views): send one request per view")
             if self.weights_id and vt.weights_id and vt.weights_id != self.weights_id:
                 raise ValueError(
                     f"VisionTokens from encoder {vt.weights_id}, this decoder's encoder is {self.weights_id}"

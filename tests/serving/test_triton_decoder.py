@@ -44,6 +44,15 @@ def reference(tiny_snapshot):
         )
         for _ in range(6)
     ]
+    # reflowed pages: several views decoded one by one and joined, and a blank page with none
+    per_view = int(torch.randint(3, 8, (1,), generator=gen))
+    vts.insert(
+        1,
+        VisionTokens(
+            torch.randn(3 * per_view, hidden, generator=gen), "reflow-64", (1, 1), (64, 64), views=3
+        ),
+    )
+    vts.append(VisionTokens(torch.zeros(0, hidden), "reflow-64", (1, 1), (64, 64), views=0))
     ref = model.decode(vts, prompt="free_ocr", max_new_tokens=MAX_NEW, ngram=NGRAM)
     return [v.to_bytes() for v in vts], ref
 
@@ -70,6 +79,8 @@ def test_sharded_greedy_output_equals_inprocess(triton, tiny_snapshot, reference
         streamed = list(client.stream(pages[0], "free_ocr", MAX_NEW, 0.0, NGRAM))
         assert [t for t in streamed[:-1]] == ref[0].token_ids
         assert streamed[-1].token_ids == ref[0].token_ids
+        streamed = list(client.stream(pages[1], "free_ocr", MAX_NEW, 0.0, NGRAM))  # reflowed
+        assert [t for t in streamed[:-1]] == ref[1].token_ids and streamed[-1].text == ref[1].text
     finally:
         triton.unload(names)
 
