@@ -50,7 +50,9 @@ def write_card(model_dir: Path, metrics_path: Path | None, extra_notes: str = ""
         "## At a glance",
         "",
         f"- Parameters: {prov.get('n_params', 0) / 1e6:.2f} M; weights {prov['weights_bytes'] / 1e6:.1f} MB (fp16 safetensors).",
-        '- Input: one 256x256 view (mode `"256"`) -> 16 vision tokens (21 `<image>` placeholders).',
+        '- Input: one 256x256 view (mode `"256"`) -> 16 vision tokens (21 `<image>` placeholders);',
+        '  whole pages use the default mode `"reflow-256"`: text lines re-laid into as many 256-px views',
+        "  as they fill, each read alone (`ocrstream/model/reflow.py`).",
         "- Prompt: `<image>\\nFree OCR.` (free OCR; no grounding/markdown training).",
         f"- Tokenizer: byte-level BPE, vocab {cfg.get('vocab_size')}, official special-token names.",
         f"- Training: {prov['step']} steps, {prov['pages_seen']} pages, **{prov['cpu_hours']:.2f} CPU hours**"
