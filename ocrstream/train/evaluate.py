@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from ocrstream.textdist import levenshtein
+
 log = logging.getLogger(__name__)
 
 # Paper Table 2 buckets text tokens per page at 64/100 vision tokens; ours are the same idea at
@@ -33,18 +35,6 @@ COMPRESSION_BUCKETS = ((0.0, 2.0), (2.0, 2.5), (2.5, 3.0), (3.0, 3.5), (3.5, 4.0
 
 def normalize(text: str) -> str:
     return " ".join(text.split())
-
-
-def levenshtein(a: Sequence, b: Sequence) -> int:
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def cer(ref: str, hyp: str) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ocrstream.backends.base import Decoded
+from ocrstream.textdist import levenshtein
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,4 @@ def agreement(a: str, b: str, limit: int = 2000) -> float:
     ref, hyp = " ".join(b.split())[:limit], " ".join(a.split())[:limit]
     if not ref:
         return 1.0 if not hyp else 0.0
-    prev = list(range(len(hyp) + 1))
-    for i, cr in enumerate(ref, 1):
-        cur = [i]
-        for j, ch in enumerate(hyp, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (cr != ch)))
-        prev = cur
-    return max(0.0, 1.0 - prev[-1] / len(ref))
+    return max(0.0, 1.0 - levenshtein(ref, hyp) / len(ref))
