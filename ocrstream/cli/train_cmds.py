@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--batch", type=int, default=None)
     tr.add_argument("--threads", type=int, default=None)
     tr.add_argument("--lr", type=float, default=None)
+    tr.add_argument("--anneal-steps", type=int, default=None, help="cosine LR decay over N steps from now")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
 
@@ -111,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ocrstream.train.loop import TrainConfig, Trainer
 
     tc = TrainConfig(run=args.run, max_minutes=args.minutes)
-    for k in ("steps", "batch", "threads", "lr"):
+    for k in ("steps", "batch", "threads", "lr", "anneal_steps"):
         v = getattr(args, k)
         if v is not None:
             setattr(tc, k, v)

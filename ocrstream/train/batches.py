@@ -32,6 +32,7 @@ class Batch:
     levels: list[int]
     cell_targets: torch.Tensor | None = None  # [B, N, V] token distribution per vision-token cell
     glyph_targets: torch.Tensor | None = None  # [B, G*G, GLYPH_CLASSES] characters per SAM patch
+    token_cells: torch.Tensor | None = None  # [B, L] vision-token cell showing target k, or IGNORE
 
     @property
     def size(self) -> int:
@@ -70,6 +71,7 @@ def make_batch(
     return Batch(
         cell_targets=cell_targets(pages, tok, side, grid=side // 64) if pages[0].spans else None,
         glyph_targets=glyph_targets(pages, side, grid=side // 16) if pages[0].spans else None,
+        token_cells=token_cells(pages, tok, tg, side, grid=side // 64) if pages[0].spans else None,
         pixels=pixels_from_pages(pages),
         prefix_ids=torch.tensor([prefix] * len(pages), dtype=torch.long),
         targets=targets,
@@ -150,3 +152,52 @@ def glyph_targets(pages: Sequence[Page], side: int, grid: int) -> torch.Tensor:
     empty = out.sum(-1) == 0
     out[..., 0] = empty.float()
     return out / out.sum(-1, keepdim=True)
+
+
+def char_cells(page: Page, side: int, grid: int) -> list[int]:
+    """Per character of ``page.text``: the vision-token cell (row-major) its glyph centre lies in,
+    or -1 (newlines, spaces, text not found among the drawn spans)."""
+    text = page.text
+    out = [-1] * len(text)
+    cell = side / grid
+    cursor = 0
+    for x, y, s, font in page.spans:
+        at = text.find(s, cursor)
+        if at < 0:
+            at = text.find(s)  # table cells may be drawn out of text order
+            if at < 0:
+                continue
+        else:
+            cursor = at + len(s)
+        row = int((y + font.size * 0.6) // cell)
+        if not 0 <= row < grid:
+            continue
+        left = 0.0
+        for i, ch in enumerate(s):
+            right = font.getlength(s[: i + 1])
+            col = int((x + 0.5 * (left + right)) // cell)
+            if not ch.isspace() and 0 <= col < grid:
+                out[at + i] = row * grid + col
+            left = right
+    return out
+
+
+def token_cells(
+    pages: Sequence[Page], tok: Tokenizer, targets: Sequence[Sequence[int]], side: int, grid: int
+) -> torch.Tensor:
+    """[B, L]: for target token k, the vision-token cell that shows it (the cell of its middle
+    drawn character), IGNORE for tokens without glyphs (newlines, EOS, padding).
+
+    The decoder's alignment target: where in the image the next token is to be read.
+    """
+    lmax = max(len(t) for t in targets)
+    out = torch.full((len(pages), lmax), IGNORE, dtype=torch.long)
+    for b, p in enumerate(pages):
+        cells = char_cells(p, side, grid)
+        enc = tok.encode(p.text)
+        n = len(targets[b]) - 1  # targets end with EOS
+        for k, (s0, e0) in enumerate(enc.offsets[:n]):
+            inked = [c for c in cells[s0:e0] if c >= 0]
+            if inked:
+                out[b, k] = inked[len(inked) // 2]
+    return out

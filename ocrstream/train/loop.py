@@ -60,6 +60,9 @@ class TrainConfig:
     var_floor: float = 0.3
     cell_weight: float = 1.0
     glyph_weight: float = 1.0  # patch-level glyph classes on the SAM neck (training-only head)
+    anneal_steps: int = 0  # > 0: cosine LR decay to anneal_floor over this many steps from (re)start
+    anneal_floor: float = 0.05
+    guide_weight: float = 0.5  # one head per upper decoder layer told which vision token to read
     corrupt_rate: float = 0.15
     unlock_acc: float = 0.55  # reading-head token accuracy at the top level that unlocks the next
     unlock_steps: int = 600  # ... or this many steps at the top level, whichever comes first
@@ -84,6 +87,7 @@ class RunState:
     acc_ema: dict = field(default_factory=dict)  # level -> reading accuracy EMA
     level_since: int = 0  # step at which the current top level was unlocked
     warm_from: int = 0  # step the LR warm-up (re)started: a fresh optimiser warms up again
+    anneal_from: int = -1  # step the LR decay started (-1: constant LR)
 
 
 def cpu_seconds() -> float:
@@ -117,9 +121,13 @@ def make_optimizer(tr: Trainee, tc: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def lr_for(group: str, step: int, tc: TrainConfig, warm_from: int = 0) -> float:
+def lr_for(group: str, step: int, tc: TrainConfig, warm_from: int = 0, anneal_from: int = -1) -> float:
     warm = min(1.0, (step - warm_from + 1) / tc.warmup)
     lr = tc.lr * warm
+    if anneal_from >= 0 and tc.anneal_steps > 0:
+        # the constant-LR phase plateaus; a final decay settles the weights into the basin
+        t = min(1.0, (step - anneal_from) / tc.anneal_steps)
+        lr *= tc.anneal_floor + (1 - tc.anneal_floor) * 0.5 * (1 + math.cos(math.pi * t))
     if group == "decoder":
         ramp = min(1.0, step / max(1, tc.decoder_lr_ramp))
         lr *= tc.decoder_lr_mult_start + (1 - tc.decoder_lr_mult_start) * ramp
@@ -226,7 +234,7 @@ class Trainer:
             self.rng,
         )
         for g in self.opt.param_groups:
-            g["lr"] = lr_for(g["name"], st.step, tc, st.warm_from)
+            g["lr"] = lr_for(g["name"], st.step, tc, st.warm_from, st.anneal_from)
         self.tr.train()
         out = compute_loss(
             self.tr,
@@ -237,6 +245,7 @@ class Trainer:
             var_floor=tc.var_floor,
             cell_weight=tc.cell_weight,
             glyph_weight=tc.glyph_weight,
+            guide_weight=tc.guide_weight,
         )
         self.opt.zero_grad(set_to_none=True)
         out.total.backward()
@@ -265,6 +274,8 @@ class Trainer:
             "glyph_acc": out.glyph_acc,
             "cell_glyph": out.cell_glyph.item(),
             "cell_glyph_acc": out.cell_glyph_acc,
+            "guide": out.guide.item(),
+            "guide_acc": out.guide_acc,
             "image_frac": out.image_frac,
             "ar_acc": out.ar_acc,
             "read_acc": out.read_acc,
@@ -286,6 +297,9 @@ class Trainer:
         # SIGTERM (e.g. `kill PID`) stops after saving, like Ctrl-C
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _raise_interrupt)
+        if tc.anneal_steps > 0 and st.anneal_from < 0:
+            st.anneal_from = st.step
+            log.info("LR decay over %d steps from step %d", tc.anneal_steps, st.step)
         t_start = time.time()
         cpu_start = cpu_seconds()
         cpu_base, wall_base = st.cpu_seconds, st.wall_seconds
@@ -331,6 +345,7 @@ class Trainer:
                     loss=f"{m['loss']:.3f}",
                     read=f"{m['read_acc']:.2f}",
                     glyph=f"{m['glyph_acc']:.2f}/{m['cell_glyph_acc']:.2f}",
+                    guide=f"{m['guide_acc']:.2f}",
                     gap=f"{last_gap:.2f}",
                     pps=f"{pps:.1f}",
                     refresh=False,

@@ -9,6 +9,10 @@ One sequence per row: ``[prefix P][AR inputs L-1][reading queries L]``.
   position of target slot k, and attends to the prefix and itself only. It must predict target k
   from the image alone, which is what keeps the vision path alive (the calibration run collapsed
   into a pure language model without it).
+* Alignment guide: one head in each of the upper decoder layers is told which vision token shows
+  the token being predicted (its attention over the image placeholders, cross-entropy against
+  the cell). The decoder otherwise has to discover reading order by itself, and the small one
+  read the first words and then drifted into language-model text.
 * Vision-diversity penalty: the share of projected vision-token variance that varies across the
   images of the batch must stay above a floor (it fell to 5e-6 in the collapsed run).
 """
@@ -21,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ocrstream.kernels import dispatch
 from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
 from ocrstream.model.moe_decoder import rotary_cos_sin
 from ocrstream.train.batches import GLYPH_CLASSES, IGNORE, Batch
@@ -38,6 +43,8 @@ class LossParts:
     glyph_acc: float
     cell_glyph: torch.Tensor
     cell_glyph_acc: float
+    guide: torch.Tensor
+    guide_acc: float
     image_frac: float
     ar_acc: float
     read_acc: float
@@ -45,6 +52,14 @@ class LossParts:
 
 
 CELL_PATCHES = 16  # 4x4 SAM patches per compressed vision token (the 16x compressor)
+GUIDE_HEAD = 0  # the guided head of each guided layer; the others attend freely
+
+
+def cell_slots(grid: int) -> torch.Tensor:
+    """Image-placeholder index of each cell (row-major): rows end with an image_newline token,
+    as ``layout_image`` lays out a global view."""
+    r, c = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    return (r * (grid + 1) + c).reshape(-1)
 
 
 def cell_major(patch_targets: torch.Tensor, grid: int) -> torch.Tensor:
@@ -86,6 +101,30 @@ class Trainee(nn.Module):
         self.cell_glyph_head = nn.Linear(hidden, CELL_PATCHES * GLYPH_CLASSES)
         self._neck: torch.Tensor | None = None
         sam.neck.register_forward_hook(self._keep_neck)
+        # inputs of the guided attention layers (all but the first, which sees no context yet)
+        self.guided = list(range(1, len(model.model.layers)))
+        self._attn_in: dict[int, tuple] = {}
+        for i in self.guided:
+            model.model.layers[i].self_attn.register_forward_pre_hook(self._keeper(i))
+
+    def _keeper(self, i: int):  # noqa: ANN202
+        def keep(module: nn.Module, args: tuple) -> None:  # noqa: ARG001
+            self._attn_in[i] = args[:3]  # normed x [B, T, H], cos, sin
+
+        return keep
+
+    def guide_logits(self, layer: int, q_pos: slice, k_pos: torch.Tensor) -> torch.Tensor:
+        """Attention logits [B, Q, K] of the guided head of ``layer`` from positions ``q_pos`` to
+        the key positions ``k_pos``, recomputed from the captured layer input."""
+        attn = self.model.model.layers[layer].self_attn
+        x, cos, sin = self._attn_in[layer]
+        b, t, _ = x.shape
+        hd, h = attn.head_dim, GUIDE_HEAD
+        q = attn.q_proj(x).view(b, t, attn.num_heads, hd)[:, :, h : h + 1].transpose(1, 2)
+        kv_h = h // (attn.num_heads // attn.num_kv)
+        k = attn.k_proj(x).view(b, t, attn.num_kv, hd)[:, :, kv_h : kv_h + 1].transpose(1, 2)
+        q, k = dispatch.apply_rotary(q, k, cos, sin)
+        return (q[:, 0, q_pos] @ k[:, 0, k_pos].transpose(-1, -2)) * hd**-0.5
 
     def _keep_neck(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:  # noqa: ARG002
         self._neck = out  # [B, neck, S/16, S/16]
@@ -136,6 +175,7 @@ def compute_loss(
     aux_weight: float = 1.0,
     cell_weight: float = 1.0,
     glyph_weight: float = 0.0,
+    guide_weight: float = 0.0,
     with_read: bool = True,
 ) -> LossParts:
     model = tr.model
@@ -201,8 +241,23 @@ def compute_loss(
         n = feats.projected.shape[1]
         c_logits = tr.cell_glyph_head(feats.projected).reshape(b, n, CELL_PATCHES, -1)
         cell_glyph, cell_glyph_acc = balanced_glyph_ce(c_logits, cell_major(batch.glyph_targets, grid))
+    guide, guide_acc = torch.zeros(()), 0.0
+    if batch.token_cells is not None and guide_weight > 0 and pixels is None:
+        img_pos = is_img[0].nonzero().squeeze(-1)  # the same prompt layout in every row
+        grid = int(round((tr._neck.shape[-1] if tr._neck is not None else 16) / 4))
+        slots = cell_slots(grid).to(img_pos.device)
+        want = batch.token_cells  # [B, L]
+        ok = want != IGNORE
+        if ok.any():
+            tgt_slot = slots[want.clamp_min(0)]
+            accs = []
+            for layer in tr.guided:
+                lg = tr.guide_logits(layer, slice(p - 1, p + ell - 1), img_pos).float()  # [B, L, K]
+                guide = guide + F.cross_entropy(lg[ok], tgt_slot[ok]) / len(tr.guided)
+                accs.append(float((lg.argmax(-1) == tgt_slot)[ok].float().mean()))
+            guide_acc = max(accs)
     total = ar + read_weight * read + var_weight * var_pen + aux_weight * aux + cell_weight * cell
-    total = total + glyph_weight * (glyph + cell_glyph)
+    total = total + glyph_weight * (glyph + cell_glyph) + guide_weight * guide
     return LossParts(
         total,
         ar,
@@ -214,6 +269,8 @@ def compute_loss(
         glyph_acc,
         cell_glyph,
         cell_glyph_acc,
+        guide,
+        guide_acc,
         float(frac.detach()),
         ar_acc,
         read_acc,

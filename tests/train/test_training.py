@@ -154,3 +154,78 @@ def test_cell_major_puts_each_patch_in_its_vision_token_cell():
         r, c = random.randrange(grid), random.randrange(grid)
         cell, sub = (r // 4) * q + c // 4, (r % 4) * 4 + c % 4
         assert torch.equal(out[:, cell, sub], t[:, r * grid + c])
+
+
+def test_token_cells_point_at_the_cell_showing_each_token(tok):
+    from PIL import ImageFont
+
+    from ocrstream.data.render import Page
+    from ocrstream.train.batches import IGNORE, token_cells
+
+    rng = random.Random()
+    font = ImageFont.truetype(train_fonts()[0].path, rng.randint(18, 30))
+    lines = ["".join(rng.choices("abcdefghkmnprstwxyz", k=rng.randint(3, 9))) for _ in range(3)]
+    spans = [
+        (float(rng.randint(0, 60)), float(10 + 70 * i + rng.randint(0, 20)), s, font)
+        for i, s in enumerate(lines)
+    ]
+    text = "\n".join(lines)
+    page = Page(None, text, text, "f", 0, "s", {}, spans)
+    ids = tok.encode(text).ids + [1]
+    cells = token_cells([page], tok, [ids], 256, grid=4)[0]
+    assert cells.shape == (len(ids),) and cells[-1] == IGNORE  # EOS shows nothing
+    enc = tok.encode(text)
+    for k, (s0, e0) in enumerate(enc.offsets):
+        piece = text[s0:e0]
+        if not piece.strip():
+            assert cells[k] == IGNORE  # newline tokens
+            continue
+        line = text[:s0].count("\n")
+        x, y, s, _ = spans[line]
+        at = s0 - sum(len(w) + 1 for w in lines[:line])
+        mids = [i for i in range(at, at + len(piece.strip()))]
+        i = mids[len(mids) // 2]
+        centre = x + 0.5 * (font.getlength(s[:i]) + font.getlength(s[: i + 1]))
+        assert cells[k] == int((y + font.size * 0.6) // 64) * 4 + int(centre // 64), (piece, k)
+
+
+def test_cell_slots_follow_the_prompt_layout():
+    from ocrstream.model.deepencoder import layout_image
+    from ocrstream.train.objective import cell_slots
+
+    g = random.randint(1, 6)
+    tokens = torch.randn(g * g, 8)
+    laid = layout_image(tokens, None, (1, 1), torch.full((8,), 7.0), torch.full((8,), 9.0))
+    assert torch.equal(laid[cell_slots(g)], tokens)
+
+
+def test_guide_loss_teaches_heads_where_to_read(tok):
+    torch.manual_seed(random.randrange(1 << 30))
+    tr = tiny_trainee(tok)
+    batch = make_batch(pages(4, level=1), tok, n_placeholders(SIDE), special_ids(tok))
+    assert batch.token_cells is not None and (batch.token_cells >= 0).any()
+    opt = torch.optim.AdamW(tr.parameters(), lr=3e-3)
+    first = compute_loss(tr, batch, guide_weight=1.0)
+    assert first.guide.item() > 0
+    for _ in range(15):
+        out = compute_loss(tr, batch, guide_weight=1.0)
+        opt.zero_grad()
+        out.guide.backward()
+        opt.step()
+    last = compute_loss(tr, batch, guide_weight=1.0)
+    assert last.guide.item() < first.guide.item() - 0.3, (first.guide.item(), last.guide.item())
+    assert last.guide_acc > first.guide_acc
+    # the first layer is left free; the upper layers' query and key projections are what learn
+    assert tr.guided == list(range(1, len(tr.model.model.layers)))
+
+
+def test_lr_anneal_decays_to_the_floor():
+    from ocrstream.train import loop
+
+    tc = loop.TrainConfig(anneal_steps=random.randint(10, 500), warmup=5)
+    start = random.randint(100, 1000)
+    lrs = [loop.lr_for("vision", s, tc, 0, start) for s in range(start, start + tc.anneal_steps + 10)]
+    assert lrs[0] == pytest.approx(tc.lr)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[-1] == pytest.approx(tc.lr * tc.anneal_floor)
+    assert loop.lr_for("vision", start, tc, 0, -1) == pytest.approx(tc.lr)  # no decay unless started
