@@ -99,9 +99,15 @@ class KafkaBusConsumer:
 
     @property
     def ready(self) -> bool:
-        # Assigned partitions, or a poll that reached the broker recently: a consumer left without
-        # partitions (more replicas than partitions) is idle, not broken.
-        return bool(self._c.assignment()) or time.monotonic() - self._last_ok < READY_WINDOW_S
+        # Ready while the group coordinator is known and connected: then the consumer either has
+        # partitions or is idle by design (more replicas than partitions). During a broker outage
+        # the client drops the coordinator, and readiness drops with it until it rejoins.
+        coord = getattr(self._c, "_coordinator", None)
+        client = getattr(self._c, "_client", None)
+        if coord is None or client is None:  # a kafka-python without these: poll recency only
+            return time.monotonic() - self._last_ok < READY_WINDOW_S
+        node = coord.coordinator_id  # read without coordinator()'s side effect (probe thread)
+        return node is not None and not client.is_disconnected(node)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         with _mapped("poll"):
