@@ -18,8 +18,8 @@ class Store(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def list(self, prefix: str) -> list[str]:
-        """Keys under ``prefix``, sorted."""
+    def list(self, prefix: str, start_after: str = "") -> list[str]:
+        """Keys under ``prefix`` that sort after ``start_after``, sorted."""
 
     def delete(self, key: str) -> None: ...
 

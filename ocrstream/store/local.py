@@ -42,7 +42,7 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, start_after: str = "") -> list[str]:
         base = self.root.resolve()
         out = []
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -54,7 +54,7 @@ class LocalStore:
         for p in start.rglob("*"):
             if p.is_file() and not p.name.startswith(".tmp-"):
                 key = p.relative_to(base).as_posix()
-                if key.startswith(prefix):
+                if key.startswith(prefix) and key > start_after:
                     out.append(key)
         return sorted(out)
 

@@ -74,11 +74,12 @@ class S3Store:
         except NotFound:
             return False
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, start_after: str = "") -> list[str]:
         with _mapped("list", prefix):
-            return sorted(
-                o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            objs = self.client.list_objects(
+                self.bucket, prefix=prefix, recursive=True, start_after=start_after or None
             )
+            return sorted(o.object_name for o in objs)
 
     def delete(self, key: str) -> None:
         with _mapped("delete", key):

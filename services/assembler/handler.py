@@ -4,12 +4,18 @@
 Idempotent under redelivery: a page result is one object keyed by (job, page), rewritten by a
 duplicate; completion is decided from the set of page objects, not from counting messages; a job
 already terminal does not emit a second completion.
+
+Completion check cost: page objects are never deleted while a job runs, so the pages this process
+has seen in the store stay true; each page lists only the keys after the job's contiguous run of
+known pages (one short list per page instead of the whole job's prefix: O(n) keys per job, not
+O(n^2)). Any replica may handle any page: the list still finds pages other replicas wrote.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 
 from ocrstream.services import layout
 from ocrstream.services.runtime import SimpleHandler
@@ -19,6 +25,8 @@ from ocrstream.store.base import Store, get_json, put_json
 from ocrstream.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+KNOWN_JOBS = 4096  # jobs whose seen pages are remembered; an evicted job just lists from the start
 
 
 def page_marker(page: int) -> str:
@@ -38,6 +46,24 @@ class AssemblerHandler(SimpleHandler):
         self.telemetry = telemetry
         self.degraded_rate = degraded_rate
         self.jobs = layout.Jobs(store)
+        self._known: OrderedDict[str, set[int]] = OrderedDict()  # job -> pages seen in the store
+
+    def _pages_in_store(self, job_id: str, page: int, n_pages: int) -> set[int]:
+        known = self._known.pop(job_id, set())
+        known.add(page)
+        run = 0  # pages 1..run are all known
+        while run + 1 in known:
+            run += 1
+        if run < n_pages:
+            after = layout.page_result_key(job_id, run) if run else ""
+            for key in self.store.list(layout.page_result_prefix(job_id), start_after=after):
+                name = key.rsplit("/", 1)[1].split(".", 1)[0]
+                if name.isdigit():
+                    known.add(int(name))
+        self._known[job_id] = known
+        while len(self._known) > KNOWN_JOBS:
+            self._known.popitem(last=False)
+        return known
 
     def handle(self, msg: PageDecoded) -> list[Message]:  # type: ignore[override]
         page = {
@@ -56,14 +82,15 @@ class AssemblerHandler(SimpleHandler):
             "text_layer_agreement": msg.text_layer_agreement,
         }
         put_json(self.store, layout.page_result_key(msg.job_id, msg.page), page)
-        keys = self.store.list(layout.page_result_prefix(msg.job_id))
-        if len(keys) < msg.n_pages:
+        known = self._pages_in_store(msg.job_id, msg.page, msg.n_pages)
+        if len(known) < msg.n_pages:
             return []
         if not self.jobs.exists(msg.job_id):  # pages injected without ingest (re-decode tools, tests)
             self.jobs.create(msg.job_id, doc_id=msg.doc_id, mode=msg.mode, prompt=msg.prompt)
         status = self.jobs.get(msg.job_id)
         if status["status"] in layout.TERMINAL and self.store.exists(layout.result_key(msg.job_id)):
             return []  # a redelivered page of a finished job
+        keys = [layout.page_result_key(msg.job_id, p) for p in sorted(known)]
         pages = [get_json(self.store, k) for k in keys]
         pages.sort(key=lambda p: p["page"])
         numbers = [p["page"] for p in pages]
@@ -91,6 +118,7 @@ class AssemblerHandler(SimpleHandler):
             result_key=res_key,
             n_pages=msg.n_pages,
         )
+        self._known.pop(msg.job_id, None)
         log.info("assembled %s: %d pages, %d failed -> %s", msg.job_id, msg.n_pages, len(failed), state)
         return [
             DocumentCompleted(

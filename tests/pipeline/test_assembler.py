@@ -56,3 +56,41 @@ def test_degraded_when_failed_share_exceeds_rate(backbone):
     outs = [h2.handle(m) for m in msgs]
     assert (outs[-1][0].status, outs[-1][0].failed_pages) == ("degraded", [2, 3])
     assert layout.Jobs(backbone.store).get("job2")["status"] == "degraded"
+
+
+class _CountingStore:
+    """The backbone's store, counting the keys its lists return."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.listed = inner, 0
+
+    def list(self, prefix: str, start_after: str = "") -> list[str]:
+        keys = self.inner.list(prefix, start_after)
+        self.listed += len(keys)
+        return keys
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_replicas_sharing_a_store_complete_a_job_once(backbone, rng):
+    n = rng.randint(5, 20)
+    msgs = [_decoded(p, n, random_words(rng, 3)) for p in range(1, n + 1)]
+    deliveries = msgs + rng.sample(msgs, k=rng.randint(1, n))
+    rng.shuffle(deliveries)
+    last_page_in = max(deliveries.index(m) for m in msgs)
+    replicas = [AssemblerHandler(backbone.store, backbone.telemetry) for _ in range(rng.randint(2, 4))]
+    outs = [rng.choice(replicas).handle(m) for m in deliveries]
+    assert [i for i, o in enumerate(outs) if o] == [last_page_in]
+    result = json.loads(backbone.store.get(layout.result_key("job")))
+    assert [p["text"] for p in result["pages"]] == [m.text for m in msgs]
+
+
+def test_completion_check_lists_only_unseen_pages(backbone, rng):
+    n = rng.randint(40, 80)
+    store = _CountingStore(backbone.store)
+    h = AssemblerHandler(store, backbone.telemetry)
+    outs = [h.handle(_decoded(p, n, f"t{p}")) for p in range(1, n + 1)]
+    assert [bool(o) for o in outs] == [False] * (n - 1) + [True]
+    # listing the job's whole prefix on every page would return n(n+1)/2 keys
+    assert store.listed <= n, store.listed
