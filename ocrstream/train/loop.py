@@ -60,7 +60,7 @@ class TrainConfig:
     var_floor: float = 0.3
     cell_weight: float = 1.0
     glyph_weight: float = 1.0  # patch-level glyph classes on the SAM neck (training-only head)
-    anneal_steps: int = 0  # > 0: cosine LR decay to anneal_floor over this many steps from (re)start
+    anneal_steps: int = 0  # > 0: cosine LR decay to anneal_floor over this many steps from here
     anneal_floor: float = 0.05
     guide_weight: float = 0.5  # one head per upper decoder layer told which vision token to read
     corrupt_rate: float = 0.15
@@ -88,6 +88,7 @@ class RunState:
     level_since: int = 0  # step at which the current top level was unlocked
     warm_from: int = 0  # step the LR warm-up (re)started: a fresh optimiser warms up again
     anneal_from: int = -1  # step the LR decay started (-1: constant LR)
+    anneal_steps: int = 0  # its length: a resumed run keeps its schedule
 
 
 def cpu_seconds() -> float:
@@ -121,12 +122,14 @@ def make_optimizer(tr: Trainee, tc: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def lr_for(group: str, step: int, tc: TrainConfig, warm_from: int = 0, anneal_from: int = -1) -> float:
+def lr_for(
+    group: str, step: int, tc: TrainConfig, warm_from: int = 0, anneal_from: int = -1, anneal_steps: int = 0
+) -> float:
     warm = min(1.0, (step - warm_from + 1) / tc.warmup)
     lr = tc.lr * warm
-    if anneal_from >= 0 and tc.anneal_steps > 0:
+    if anneal_from >= 0 and anneal_steps > 0:
         # the constant-LR phase plateaus; a final decay settles the weights into the basin
-        t = min(1.0, (step - anneal_from) / tc.anneal_steps)
+        t = min(1.0, (step - anneal_from) / anneal_steps)
         lr *= tc.anneal_floor + (1 - tc.anneal_floor) * 0.5 * (1 + math.cos(math.pi * t))
     if group == "decoder":
         ramp = min(1.0, step / max(1, tc.decoder_lr_ramp))
@@ -234,7 +237,7 @@ class Trainer:
             self.rng,
         )
         for g in self.opt.param_groups:
-            g["lr"] = lr_for(g["name"], st.step, tc, st.warm_from, st.anneal_from)
+            g["lr"] = lr_for(g["name"], st.step, tc, st.warm_from, st.anneal_from, st.anneal_steps)
         self.tr.train()
         out = compute_loss(
             self.tr,
@@ -297,8 +300,9 @@ class Trainer:
         # SIGTERM (e.g. `kill PID`) stops after saving, like Ctrl-C
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _raise_interrupt)
-        if tc.anneal_steps > 0 and st.anneal_from < 0:
-            st.anneal_from = st.step
+        if tc.anneal_steps > 0 and tc.anneal_steps != st.anneal_steps:
+            # a new length starts a new decay here; without --anneal-steps the stored one goes on
+            st.anneal_from, st.anneal_steps = st.step, tc.anneal_steps
             log.info("LR decay over %d steps from step %d", tc.anneal_steps, st.step)
         t_start = time.time()
         cpu_start = cpu_seconds()

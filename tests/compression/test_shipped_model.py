@@ -16,7 +16,10 @@ from ocrstream.model.runtime import SHIPPED_MODEL_DIR
 
 MODEL_DIR = Path(os.environ.get("OCRSTREAM_COMPRESSION_TEST_MODEL") or SHIPPED_MODEL_DIR)
 READS_FLOOR = 0.5  # below this expected precision at the sharpest rung the model cannot read yet
-TOLERANCE = 0.1  # a few pages against a curve bucket mean
+RECENT = 8  # segments kept at the sharpest rung and checked
+# One segment's precision scatters by about 0.15 around its bucket's mean, so the mean of 8 has a
+# standard error near 0.05: 0.15 is three of them.
+TOLERANCE = 0.15
 
 pytestmark = pytest.mark.skipif(
     not (MODEL_DIR / "config.json").exists(),
@@ -55,17 +58,18 @@ def test_recent_segments_read_back_at_their_mode_precision(tmp_path):
     model = OcrModel.load(MODEL_DIR)
     ladder, quality = curve_ladder(model, curve)
     seed = int.from_bytes(os.urandom(4), "little")
-    texts = heldout_segments(5, model.config.sam.img_size, seed)
+    texts = heldout_segments(RECENT + 3, model.config.sam.img_size, seed)
     store = LocalStore(tmp_path)
     top = ContextStore("probe", model, ladder, 0, store).costs
     cs = ContextStore(
-        "ctx", model, ladder, top[0] + top[1] + 2 * top[-1], store, MemoryCache(), quality=quality
+        "ctx", model, ladder, RECENT * top[0] + 2 * top[-1], store, MemoryCache(), quality=quality
     )
     for t in texts:
         cs.add(t)
     reads = cs.read_text(max_new_tokens=200)
     assert cs.used_tokens() <= cs.budget
-    recent = reads[-2:]  # the two newest: the sharpest rungs
+    recent = reads[-RECENT:]  # the newest: the sharpest rung
+    assert [r.segment.mode for r in recent] == [ladder[0].name] * RECENT, [r.segment.mode for r in reads]
     stored = {seg.seq: vt for seg, vt in cs.read_tokens()}
     got, want = [], []
     for r in recent:

@@ -222,10 +222,23 @@ def test_guide_loss_teaches_heads_where_to_read(tok):
 def test_lr_anneal_decays_to_the_floor():
     from ocrstream.train import loop
 
-    tc = loop.TrainConfig(anneal_steps=random.randint(10, 500), warmup=5)
-    start = random.randint(100, 1000)
-    lrs = [loop.lr_for("vision", s, tc, 0, start) for s in range(start, start + tc.anneal_steps + 10)]
+    tc = loop.TrainConfig(warmup=5)
+    n, start = random.randint(10, 500), random.randint(100, 1000)
+    lrs = [loop.lr_for("vision", s, tc, 0, start, n) for s in range(start, start + n + 10)]
     assert lrs[0] == pytest.approx(tc.lr)
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
     assert lrs[-1] == pytest.approx(tc.lr * tc.anneal_floor)
-    assert loop.lr_for("vision", start, tc, 0, -1) == pytest.approx(tc.lr)  # no decay unless started
+    assert loop.lr_for("vision", start, tc, 0, -1, n) == pytest.approx(tc.lr)  # no decay unless started
+
+
+def test_resumed_run_keeps_its_lr_decay(tmp_path, monkeypatch):
+    from ocrstream.train import loop
+
+    monkeypatch.setattr(loop, "build_trainee", lambda tok: tiny_trainee(tok))
+    kw = dict(run="t", batch=2, eval_every=100, save_every=1, val_pages=2, size=SIDE, warmup=1)
+    loop.Trainer(loop.TrainConfig(steps=2, anneal_steps=4, **kw), tmp_path).run(progress=False)
+    t2 = loop.Trainer(loop.TrainConfig(steps=3, **kw), tmp_path)  # resumed without --anneal-steps
+    assert (t2.state.anneal_from, t2.state.anneal_steps) == (0, 4)
+    t2.run(progress=False)
+    lr = t2.opt.param_groups[0]["lr"]
+    assert lr == pytest.approx(loop.lr_for("vision", 2, t2.tc, 0, 0, 4)) and lr < t2.tc.lr
