@@ -73,6 +73,12 @@ def page_result_key(job_id: str, page: int) -> str:
     return f"jobs/{job_id}/pages/{page:05d}.json"
 
 
+def page_of_result_key(key: str) -> int | None:
+    """The page number of a ``page_result_key``; None for any other object under the prefix."""
+    name = key.rsplit("/", 1)[-1].removesuffix(".json")
+    return int(name) if name.isdigit() else None
+
+
 def page_result_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/pages/"
 

@@ -59,10 +59,8 @@ def make_batch(
     max_target: int = 160,
 ) -> Batch:
     prefix = prompt_ids(tok, n_image, special["bos_token_id"], special["image_token_id"])
-    tg = []
-    for p in pages:
-        ids = tok.encode(p.text).ids[: max_target - 1] + [special["eos_token_id"]]
-        tg.append(ids)
+    encs = [tok.encode(p.text) for p in pages]
+    tg = [e.ids[: max_target - 1] + [special["eos_token_id"]] for e in encs]
     lmax = max(len(t) for t in tg)
     targets = torch.full((len(pages), lmax), IGNORE, dtype=torch.long)
     for i, t in enumerate(tg):
@@ -71,7 +69,11 @@ def make_batch(
     return Batch(
         cell_targets=cell_targets(pages, tok, side, grid=side // 64) if pages[0].spans else None,
         glyph_targets=glyph_targets(pages, side, grid=side // 16) if pages[0].spans else None,
-        token_cells=token_cells(pages, tok, tg, side, grid=side // 64) if pages[0].spans else None,
+        token_cells=(
+            token_cells(pages, [e.offsets[: max_target - 1] for e in encs], side, grid=side // 64)
+            if pages[0].spans
+            else None
+        ),
         pixels=pixels_from_pages(pages),
         prefix_ids=torch.tensor([prefix] * len(pages), dtype=torch.long),
         targets=targets,
@@ -92,6 +94,21 @@ def corrupt(ids: torch.Tensor, rate: float, vocab: int, n_special: int, rng: ran
     return torch.where(mask, rnd, ids)
 
 
+def glyph_row_y(y: float, font) -> float:  # noqa: ANN001 - PIL font
+    """Vertical reference of a line drawn at ``y``: its glyphs' middle, not the ascender top."""
+    return y + font.size * 0.6
+
+
+def glyph_centres(x: float, text: str, font) -> list[float]:  # noqa: ANN001 - PIL font
+    """Horizontal centre of each character of ``text`` drawn at ``x``."""
+    out, left = [], 0.0
+    for i in range(len(text)):
+        right = font.getlength(text[: i + 1])
+        out.append(x + 0.5 * (left + right))
+        left = right
+    return out
+
+
 def cell_targets(pages: Sequence[Page], tok: Tokenizer, side: int, grid: int) -> torch.Tensor:
     """[B, grid*grid, V]: for each vision-token cell (64x64 px, row-major), the normalised bag of
     tokens whose glyphs are centred in it (all zeros for empty cells).
@@ -105,7 +122,7 @@ def cell_targets(pages: Sequence[Page], tok: Tokenizer, side: int, grid: int) ->
     for b, p in enumerate(pages):
         for x, y, text, font in p.spans:
             enc = tok.encode(text)
-            row = min(grid - 1, max(0, int((y + font.size * 0.6) // cell)))
+            row = min(grid - 1, max(0, int(glyph_row_y(y, font) // cell)))
             ends = sorted({o for se in enc.offsets for o in se})
             xs = {o: font.getlength(text[:o]) for o in ends}
             for tid, (s0, e0) in zip(enc.ids, enc.offsets, strict=True):
@@ -137,18 +154,15 @@ def glyph_targets(pages: Sequence[Page], side: int, grid: int) -> torch.Tensor:
     out = torch.zeros(len(pages), grid * grid, GLYPH_CLASSES)
     for b, p in enumerate(pages):
         for x, y, text, font in p.spans:
-            row = int((y + font.size * 0.6) // patch)
+            row = int(glyph_row_y(y, font) // patch)
             if not 0 <= row < grid:
                 continue
-            left = 0.0
-            for i, ch in enumerate(text):
-                right = font.getlength(text[: i + 1])
+            for ch, cx in zip(text, glyph_centres(x, text, font), strict=True):
                 c = ord(ch)
                 if GLYPH_FIRST <= c <= GLYPH_LAST:
-                    col = int((x + 0.5 * (left + right)) // patch)
+                    col = int(cx // patch)
                     if 0 <= col < grid:
                         out[b, row * grid + col, 1 + c - GLYPH_FIRST] += 1.0
-                left = right
     empty = out.sum(-1) == 0
     out[..., 0] = empty.float()
     return out / out.sum(-1, keepdim=True)
@@ -169,34 +183,30 @@ def char_cells(page: Page, side: int, grid: int) -> list[int]:
                 continue
         else:
             cursor = at + len(s)
-        row = int((y + font.size * 0.6) // cell)
+        row = int(glyph_row_y(y, font) // cell)
         if not 0 <= row < grid:
             continue
-        left = 0.0
-        for i, ch in enumerate(s):
-            right = font.getlength(s[: i + 1])
-            col = int((x + 0.5 * (left + right)) // cell)
+        for i, (ch, cx) in enumerate(zip(s, glyph_centres(x, s, font), strict=True)):
+            col = int(cx // cell)
             if not ch.isspace() and 0 <= col < grid:
                 out[at + i] = row * grid + col
-            left = right
     return out
 
 
 def token_cells(
-    pages: Sequence[Page], tok: Tokenizer, targets: Sequence[Sequence[int]], side: int, grid: int
+    pages: Sequence[Page], offsets: Sequence[Sequence[tuple[int, int]]], side: int, grid: int
 ) -> torch.Tensor:
-    """[B, L]: for target token k, the vision-token cell that shows it (the cell of its middle
-    drawn character), IGNORE for tokens without glyphs (newlines, EOS, padding).
+    """[B, L]: for target token k (character ``offsets`` into the page text, without the EOS),
+    the vision-token cell that shows it (the cell of its middle drawn character), IGNORE for tokens
+    without glyphs (newlines, EOS, padding). L counts the EOS, as the targets do.
 
     The decoder's alignment target: where in the image the next token is to be read.
     """
-    lmax = max(len(t) for t in targets)
+    lmax = 1 + max(len(o) for o in offsets)
     out = torch.full((len(pages), lmax), IGNORE, dtype=torch.long)
     for b, p in enumerate(pages):
         cells = char_cells(p, side, grid)
-        enc = tok.encode(p.text)
-        n = len(targets[b]) - 1  # targets end with EOS
-        for k, (s0, e0) in enumerate(enc.offsets[:n]):
+        for k, (s0, e0) in enumerate(offsets[b]):
             inked = [c for c in cells[s0:e0] if c >= 0]
             if inked:
                 out[b, k] = inked[len(inked) // 2]

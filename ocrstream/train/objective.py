@@ -244,8 +244,7 @@ def compute_loss(
     guide, guide_acc = torch.zeros(()), 0.0
     if batch.token_cells is not None and guide_weight > 0 and pixels is None:
         img_pos = is_img[0].nonzero().squeeze(-1)  # the same prompt layout in every row
-        grid = int(round((tr._neck.shape[-1] if tr._neck is not None else 16) / 4))
-        slots = cell_slots(grid).to(img_pos.device)
+        slots = cell_slots(int(round(feats.projected.shape[1] ** 0.5))).to(img_pos.device)
         want = batch.token_cells  # [B, L]
         ok = want != IGNORE
         if ok.any():

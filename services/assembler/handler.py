@@ -57,9 +57,8 @@ class AssemblerHandler(SimpleHandler):
         if run < n_pages:
             after = layout.page_result_key(job_id, run) if run else ""
             for key in self.store.list(layout.page_result_prefix(job_id), start_after=after):
-                name = key.rsplit("/", 1)[1].split(".", 1)[0]
-                if name.isdigit():
-                    known.add(int(name))
+                if (n := layout.page_of_result_key(key)) is not None:
+                    known.add(n)
         self._known[job_id] = known
         while len(self._known) > KNOWN_JOBS:
             self._known.popitem(last=False)

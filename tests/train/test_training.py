@@ -171,10 +171,10 @@ def test_token_cells_point_at_the_cell_showing_each_token(tok):
     ]
     text = "\n".join(lines)
     page = Page(None, text, text, "f", 0, "s", {}, spans)
-    ids = tok.encode(text).ids + [1]
-    cells = token_cells([page], tok, [ids], 256, grid=4)[0]
-    assert cells.shape == (len(ids),) and cells[-1] == IGNORE  # EOS shows nothing
     enc = tok.encode(text)
+    ids = enc.ids + [1]
+    cells = token_cells([page], [enc.offsets], 256, grid=4)[0]
+    assert cells.shape == (len(ids),) and cells[-1] == IGNORE  # EOS shows nothing
     for k, (s0, e0) in enumerate(enc.offsets):
         piece = text[s0:e0]
         if not piece.strip():
