@@ -70,7 +70,7 @@ def rebalance(
     old = store.get(store.active_version())
     if len(shard_names) != old.n_shards:
         raise RebalanceError(f"{len(shard_names)} shard models for a {old.n_shards}-shard placement")
-    new = eplb.plan(counts, old.n_shards, slots_per_shard, version=old.version + 1)
+    new = eplb.plan(counts, old.n_shards, slots_per_shard, version=old.version + 1, current=old)
     store.put(new)
     for name in shard_names:
         reload_shard(client, name, [old.version, new.version])

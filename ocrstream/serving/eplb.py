@@ -74,15 +74,29 @@ def plan_layer(counts: Sequence[float], n_shards: int, slots: int) -> tuple[tupl
     return tuple(tuple(sorted(h)) for h in held)
 
 
+def _better(layer, planned, current, counts, n_shards):  # noqa: ANN001, ANN202
+    """The planned layer unless the current one is at least as balanced for these counts."""
+    if layer not in current.layers or current.n_shards != n_shards:
+        return planned
+    one = {layer: counts[layer]}
+    keep = Placement(0, current.n_experts, {layer: current.layers[layer]})
+    new = Placement(0, current.n_experts, {layer: planned})
+    return current.layers[layer] if imbalance(keep, one) <= imbalance(new, one) else planned
+
+
 def plan(
     counts: Mapping[int, Sequence[float]],
     n_shards: int,
     slots_per_shard: int | None = None,
     version: int = 1,
+    current: Placement | None = None,
 ) -> Placement:
     """A placement for every layer in ``counts`` (layer -> tokens per expert).
 
     ``slots_per_shard`` defaults to ceil(E / K) + 1: one spare slot per shard for a hot replica.
+    With ``current``, a layer keeps its current experts unless the new plan lowers its most loaded
+    shard: the greedy packing is a heuristic and, on near-uniform load, can come out slightly worse
+    than what is already serving, and moving weights for no gain is pure cost.
     """
     if not counts:
         raise PlacementError("no load counts to plan from")
@@ -92,6 +106,8 @@ def plan(
     (e,) = n_experts
     slots = slots_per_shard if slots_per_shard is not None else min(e, -(-e // n_shards) + 1)
     layers = {int(layer): plan_layer(c, n_shards, slots) for layer, c in counts.items()}
+    if current is not None:
+        layers = {layer: _better(layer, per, current, counts, n_shards) for layer, per in layers.items()}
     p = Placement(version, e, layers)
     p.validate()
     return p
