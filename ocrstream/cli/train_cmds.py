@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--threads", type=int, default=None)
     tr.add_argument("--lr", type=float, default=None)
     tr.add_argument("--anneal-steps", type=int, default=None, help="cosine LR decay over N steps from now")
+    tr.add_argument(
+        "--view-sizes", default=None, help="also train at these smaller views, e.g. 160,128 (ladder modes)"
+    )
+    tr.add_argument(
+        "--view-prob", type=float, default=None, help="share of levels 0-2 batches at those views"
+    )
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
 
@@ -112,10 +118,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ocrstream.train.loop import TrainConfig, Trainer
 
     tc = TrainConfig(run=args.run, max_minutes=args.minutes)
-    for k in ("steps", "batch", "threads", "lr", "anneal_steps"):
+    for k in ("steps", "batch", "threads", "lr", "anneal_steps", "view_prob"):
         v = getattr(args, k)
         if v is not None:
             setattr(tc, k, v)
+    if args.view_sizes:
+        tc.view_sizes = tuple(int(x) for x in args.view_sizes.split(","))
+        tc.view_prob = 0.5 if args.view_prob is None else args.view_prob
     st = Trainer(tc).run(progress=not args.no_progress)
     print(
         json.dumps(

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from PIL import Image
 from tokenizers import Tokenizer
 
 from ocrstream.data.render import Page
@@ -37,6 +38,14 @@ class Batch:
     @property
     def size(self) -> int:
         return self.pixels.shape[0]
+
+
+def at_view(page: Page, side: int) -> Page:
+    """``page`` as a smaller ladder mode sees it: stretched to ``side`` px as ``modes.preprocess``
+    does for a non-tiled mode, with no per-token geometry (the labels are for the rendered size)."""
+    if page.image.size == (side, side):
+        return page
+    return replace(page, image=page.image.resize((side, side), Image.Resampling.BICUBIC), spans=[])
 
 
 def pixels_from_pages(pages: Sequence[Page]) -> torch.Tensor:

@@ -29,7 +29,7 @@ from ocrstream.data.corpus import corpus_fingerprint, load_corpus
 from ocrstream.data.fonts import train_fonts
 from ocrstream.data.render import LEVELS, PageGenerator
 from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
-from ocrstream.train.batches import corrupt, make_batch
+from ocrstream.train.batches import at_view, corrupt, make_batch
 from ocrstream.train.objective import Trainee, compute_loss, image_gap
 from ocrstream.train.recipe import TILE, model_config, n_placeholders
 from ocrstream.train.tokenizer import SPECIAL_TOKENS, load_tokenizer, special_ids
@@ -74,6 +74,11 @@ class TrainConfig:
     val_pages: int = 16
     size: int = TILE
     levels_prob_top: float = 0.5  # share of batches drawn at the newest unlocked level
+    # Smaller ladder modes (the page stretched to fewer px, fewer vision tokens): without them the
+    # model reads only its training size and auto mode has no cheaper mode to choose.
+    view_sizes: tuple[int, ...] = ()
+    view_prob: float = 0.0  # share of eligible batches read at one of view_sizes
+    view_max_level: int = 2  # denser pages at those sizes are past what the tokens can carry
 
 
 @dataclass
@@ -169,11 +174,16 @@ class Trainer:
         self.rng = random.Random(tc.seed)
         self.corpus_id = corpus_fingerprint()
         self._resume()
+        val_pages = {lvl: [self.val_gen.page(i, lvl) for i in range(tc.val_pages)] for lvl in LEVELS}
         self.val_batches = {
-            lvl: make_batch(
-                [self.val_gen.page(i, lvl) for i in range(tc.val_pages)], self.tok, self.n_img, self.special
+            lvl: make_batch(p, self.tok, self.n_img, self.special) for lvl, p in val_pages.items()
+        }
+        # level 1 (a few lines of large type) at each smaller view: what auto mode would pick
+        self.val_view_batches = {
+            side: make_batch(
+                [at_view(p, side) for p in val_pages[1]], self.tok, n_placeholders(side), self.special
             )
-            for lvl in LEVELS
+            for side in tc.view_sizes
         }
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -228,7 +238,11 @@ class Trainer:
         w = level_weights(st.top_level, tc)
         level = self.rng.choices(LEVELS, w)[0]
         pages = [self.gen.sample(self.rng, level) for _ in range(tc.batch)]
-        batch = make_batch(pages, self.tok, self.n_img, self.special)
+        side = tc.size
+        if tc.view_sizes and level <= tc.view_max_level and self.rng.random() < tc.view_prob:
+            side = self.rng.choice(tc.view_sizes)
+            pages = [at_view(p, side) for p in pages]
+        batch = make_batch(pages, self.tok, n_placeholders(side), self.special)
         ar_in = corrupt(
             batch.targets[:, :-1].clamp_min(0),
             tc.corrupt_rate,
@@ -267,6 +281,7 @@ class Trainer:
             log.info("step %d: level %d unlocked (reading acc %s)", st.step, st.top_level, st.acc_ema)
         return {
             "level": level,
+            "side": side,
             "loss": out.total.item(),
             "ar": out.ar.item(),
             "read": out.read.item(),
@@ -290,6 +305,9 @@ class Trainer:
         for lvl in sorted({min(1, self.state.top_level), self.state.top_level}):
             g = image_gap(self.tr, self.val_batches[lvl])
             res.update({f"L{lvl}_{k}": v for k, v in g.items()})
+        for side, batch in self.val_view_batches.items():
+            g = image_gap(self.tr, batch)
+            res.update({f"V{side}_L1_{k}": g[k] for k in ("ce_real", "gap_blank")})
         return res
 
     # ---- main loop ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@ checkpoints resume, and the CER helper."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -242,3 +243,42 @@ def test_resumed_run_keeps_its_lr_decay(tmp_path, monkeypatch):
     t2.run(progress=False)
     lr = t2.opt.param_groups[0]["lr"]
     assert lr == pytest.approx(loop.lr_for("vision", 2, t2.tc, 0, 0, 4)) and lr < t2.tc.lr
+
+
+def test_smaller_views_match_what_the_runtime_feeds_that_mode():
+    from ocrstream.model.modes import Mode, preprocess
+    from ocrstream.train.batches import at_view, pixels_from_pages
+
+    side = random.choice((48, 64, 80, 96))
+    ps = pages(3, level=random.choice((0, 1, 2)))
+    views = [at_view(p, side) for p in ps]
+    want = torch.stack([preprocess(p.image, Mode(str(side), side, side, False)).global_view for p in ps])
+    got = pixels_from_pages(views)
+    assert got.shape == (3, 3, side, side)
+    assert torch.allclose(got, want, atol=1e-5)
+    # geometry labels are for the rendered size: a smaller view has none, the text is unchanged
+    assert all(v.spans == [] and v.text == p.text for v, p in zip(views, ps, strict=True))
+    assert at_view(ps[0], SIDE) is ps[0]
+
+
+def test_trainer_reads_smaller_views_too(tmp_path, monkeypatch):
+    from ocrstream.train import loop
+
+    monkeypatch.setattr(loop, "build_trainee", lambda tok: tiny_trainee(tok))
+    small = random.choice((64, 96))
+    tc = loop.TrainConfig(
+        run="t", steps=6, batch=2, eval_every=3, save_every=3, val_pages=2, size=SIDE, warmup=1,
+        view_sizes=(small,), view_prob=1.0, view_max_level=0, start_level=0, max_level=0,
+    )  # fmt: skip
+    prefixes = []
+    real = loop.make_batch
+    monkeypatch.setattr(loop, "make_batch", lambda p, *a, **k: prefixes.append(a[1]) or real(p, *a, **k))
+    t = loop.Trainer(tc, tmp_path)
+    t.run(progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["side"] for r in rows] == [small] * 6  # every level-0 batch at the small view
+    assert prefixes[-6:] == [n_placeholders(small)] * 6
+    assert all(torch.isfinite(torch.tensor(rows[i][f"V{small}_L1_ce_real"])) for i in (2, 5))
+    # above view_max_level, batches stay at the training size
+    t.tc.view_max_level, t.state.top_level, t.tc.start_level = -1, 1, 1
+    assert t.step()["side"] == SIDE
