@@ -1,7 +1,7 @@
 """`--mode auto` against fixed Base on a mixed set of pages: tokens spent and precision.
 
-Pages: held-out test-split text in the training fonts at curriculum levels 1-3 (a few words up to
-full pages), rendered at the model's view side, from a split the curve was not measured on. Each
+Pages: held-out test-split text in the training fonts at curriculum levels 0-3 (a title-like line
+of large type up to full pages), rendered at the model's view side, from a split the curve was not measured on. Each
 page is read twice, in the mode ``choose_mode`` picks from its pixels alone and in the model's Base
 mode; precision = max(0, 1 - CER). Tokens = decoder placeholders per page (what a prompt pays).
 
@@ -36,7 +36,7 @@ def bench_pages(n: int, size: int, seed: int) -> list[tuple]:
     from ocrstream.data.render import PageGenerator
 
     gen = PageGenerator(load_corpus()["test"], train_fonts(), size, split="bench-auto", seed=seed)
-    return [(p.image, p.text, p.level) for p in (gen.page(i, (1, 2, 3)[i % 3]) for i in range(n))]
+    return [(p.image, p.text, p.level) for p in (gen.page(i, (0, 1, 2, 3)[i % 4]) for i in range(n))]
 
 
 def read(model, images, mode, max_new_tokens: int) -> list[str]:  # noqa: ANN001

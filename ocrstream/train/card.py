@@ -34,6 +34,17 @@ def training_summary(metrics_path: Path) -> dict:
     }
 
 
+def _views_line(tc: dict) -> list[str]:
+    sizes = tc.get("view_sizes") or ()
+    if not sizes:
+        return []
+    px = ", ".join(str(v) for v in sizes)
+    return [
+        f"The last run also read {int(100 * tc.get('view_prob', 0))}% of its level 0-{tc.get('view_max_level', 2)}"
+        f" batches at smaller views ({px} px: the cheaper ladder modes), the page stretched as the runtime does.",
+    ]
+
+
 def write_card(model_dir: Path, metrics_path: Path | None, extra_notes: str = "") -> Path:
     ev = json.loads((model_dir / "eval.json").read_text())
     prov = ev["provenance"]
@@ -76,6 +87,7 @@ def write_card(model_dir: Path, metrics_path: Path | None, extra_notes: str = ""
         "floor; decoder LR ramp; 15% input-token corruption; LR 1e-3, then a cosine decay to 5e-5",
         "(`--anneal-steps`). Details and hyper-parameters:",
         "`docs/training.md`, `train_config` in `eval.json`.",
+        *_views_line(prov.get("train_config", {})),
         "",
         "## Evaluation (held-out text; `eval.json`)",
         "",

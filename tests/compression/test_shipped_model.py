@@ -94,3 +94,28 @@ def _enc(mode: str) -> int:
 
     m = get_mode(mode)
     return num_encoder_tokens(m, m.base_size, m.base_size)
+
+
+def test_auto_mode_spends_fewer_tokens_within_the_margin_of_base():
+    """Issue 9's acceptance on the shipped model: bench/auto_mode.py's held-out mixed page set
+    (levels 0-3, density from pixels) read in auto mode and in fixed Base."""
+    import importlib.util
+
+    import torch
+
+    from ocrstream.compression.auto_mode import policy_for
+    from ocrstream.model.runtime import OcrModel
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_auto_mode", Path(__file__).resolve().parents[2] / "bench" / "auto_mode.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.set_num_threads(2)
+    model = OcrModel.load(MODEL_DIR)
+    policy = policy_for(str(MODEL_DIR))
+    pages = bench.bench_pages(24, model.config.sam.img_size, seed=5)
+    s = bench.run(model, policy, pages, max_new_tokens=180)["summary"]
+    assert len(s["modes_chosen"]) >= 2, s
+    assert s["tokens_auto"] < s["tokens_base"], s
+    assert s["precision_auto"] >= s["precision_base"] - policy.margin, s
