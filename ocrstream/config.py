@@ -126,6 +126,10 @@ class IngestConfig(_EnvConfig):
     watch_dir: str = _f("", "local folder watched for new documents; empty = off")
     poll_s: float = _f(5.0, "interval of the bucket/folder scans")
     refs_topic: bool = _f(True, "consume the document-reference topic")
+    context_api: bool = _f(
+        True, "serve /v1/context (context stores, progressive forgetting); the model loads on first use"
+    )
+    context_budget: int = _f(512, "decoder-token budget of each context store")
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,12 @@ class ContextRegistry:
         ladder: list[str] | None = None,
         half_life: float = 4.0,
         curve: Any = None,
+        load_curve: Callable[[], Any] | None = None,
     ) -> None:
-        """``curve``: the model's CompressionCurve (drops dominated rungs, ranks the rest)."""
+        """``curve``: the model's CompressionCurve (drops dominated rungs, ranks the rest), or
+        ``load_curve`` to read it with the model on the first request."""
         self._load_model = load_model
+        self._load_curve = load_curve
         self.curve = curve
         self.store = store
         self.cache = cache
@@ -59,6 +62,8 @@ class ContextRegistry:
     def model(self) -> Any:
         if self._model is None:
             self._model = self._load_model()
+            if self.curve is None and self._load_curve is not None:
+                self.curve = self._load_curve()
         return self._model
 
     def get(self, name: str) -> Any:
@@ -87,7 +92,7 @@ def _call(fn: Callable[[], Any]) -> Any:
         return fn()
     except NotFound as exc:
         raise HTTPException(404, detail={"reason": "not_found", "detail": str(exc)}) from exc
-    except FileNotFoundError as exc:  # no model checkpoint installed
+    except (FileNotFoundError, ImportError) as exc:  # no checkpoint, or a service image without torch
         raise HTTPException(503, detail={"reason": "model_unavailable", "detail": str(exc)}) from exc
     except ValueError as exc:
         raise HTTPException(422, detail={"reason": "bad_request", "detail": str(exc)}) from exc

@@ -1,13 +1,15 @@
 """The ingest HTTP API (FastAPI; OpenAPI at /docs and /openapi.json).
 
 POST /v1/documents (multipart upload), GET /v1/jobs/{id}, GET /v1/jobs/{id}/result,
-POST /v1/jobs/{id}/redecode, plus /healthz, /readyz, /metrics. API-key auth by ``X-API-Key``
+POST /v1/jobs/{id}/redecode, the context stores under /v1/context (``ocrstream.compression.http``)
+when a registry is given, plus /healthz, /readyz, /metrics. API-key auth by ``X-API-Key``
 when keys are configured. Errors map to HTTP: bad input 4xx with the reason, dependencies 503.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -39,7 +41,9 @@ def create_app(
     telemetry: Telemetry,
     api_keys: tuple[str, ...] = (),
     ready: Callable[[], bool] = lambda: True,
+    context: Any = None,
 ) -> FastAPI:
+    """``context``: an ``ocrstream.compression.http.ContextRegistry`` to serve /v1/context; None = off."""
     app = FastAPI(
         title="ocrstream ingest", version="1", description="Submit documents for OCR and fetch results."
     )
@@ -102,4 +106,8 @@ def create_app(
     def metrics() -> Response:
         return Response(telemetry.metrics_text(), media_type="text/plain; version=0.0.4")
 
+    if context is not None:
+        from ocrstream.compression.http import context_router
+
+        app.include_router(context_router(context), prefix="/v1", dependencies=[Depends(auth)])
     return app

@@ -55,7 +55,20 @@ def main(env: Mapping[str, str] | None = None) -> int:
             threading.Thread(target=_scan_loop, args=(sources, cfg.poll_s, stop), name="scan", daemon=True)
         )
 
-    app = create_app(ingestor, bb.telemetry, cfg.api_keys)
+    context = None
+    if cfg.context_api:
+        from ocrstream.compression.http import ContextRegistry
+
+        # The store and cache are the pipeline's (MinIO, Redis); the model and its curve load on
+        # the first context request, so an image without torch still serves everything else.
+        context = ContextRegistry(
+            lambda: _load_model(common),
+            bb.store,
+            bb.cache,
+            cfg.context_budget,
+            load_curve=lambda: _load_curve(common),
+        )
+    app = create_app(ingestor, bb.telemetry, cfg.api_keys, context=context)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning"))
     # uvicorn only captures signals in the main thread; it runs in a thread and we own SIGTERM.
     api = threading.Thread(target=server.run, name="api", daemon=True)
@@ -78,6 +91,18 @@ def main(env: Mapping[str, str] | None = None) -> int:
     producer.close()
     bb.telemetry.shutdown()
     return 0
+
+
+def _load_model(common: CommonConfig):  # noqa: ANN202 - OcrModel
+    from ocrstream.model.runtime import OcrModel
+
+    return OcrModel.load(common.checkpoint_dir or None, device=common.device)
+
+
+def _load_curve(common: CommonConfig):  # noqa: ANN202 - CompressionCurve | None
+    from ocrstream.compression.context_store import model_curve
+
+    return model_curve(common.checkpoint_dir or None)
 
 
 def _scan_loop(sources: list, poll_s: float, stop: threading.Event) -> None:

@@ -102,3 +102,45 @@ def test_reference_topic_submits_and_bad_refs_dead_letter(backbone, rng, tmp_pat
     assert sorted((d.original_key, d.reason) for d in dls) == sorted(
         [(str(tmp_path / "missing.pdf"), "not_found"), ("http://x/y.pdf", "invalid_message")]
     )
+
+
+def test_context_stores_are_served_on_the_ingest_api(backbone, rng):
+    from ocrstream.compression.http import ContextRegistry
+    from tests.compression.conftest import tiny_model
+
+    loads = []
+
+    def load():
+        loads.append(1)
+        return tiny_model(0)
+
+    registry = ContextRegistry(load, backbone.store, backbone.cache, 40)
+    client = TestClient(create_app(_ingestor(backbone), backbone.telemetry, ("k1",), context=registry))
+    assert not loads  # the model loads on the first context request, not with the app
+    text = " ".join(random_words(rng, 12))
+    assert client.post("/v1/context/notes/segments", json={"text": text}).status_code == 401
+    key = {"X-API-Key": "k1"}
+    for _ in range(3):
+        r = client.post("/v1/context/notes/segments", json={"text": text}, headers=key)
+        assert r.status_code == 201, r.text
+    st = client.get("/v1/context/notes", headers=key).json()
+    assert st["budget_tokens"] == 40 and 0 < st["used_tokens"] <= 40 and len(loads) == 1
+    kept = client.get("/v1/context/notes/tokens", headers=key).json()["segments"]
+    assert all(backbone.store.exists(s["key"]) for s in kept)  # durable tier: the pipeline's store
+    assert "/v1/context/{name}/segments" in client.get("/openapi.json").json()["paths"]
+
+
+def test_context_api_without_a_model_answers_503(backbone):
+    from ocrstream.compression.http import ContextRegistry
+
+    def no_torch():
+        raise ImportError("No module named 'torch'")
+
+    app = create_app(
+        _ingestor(backbone), backbone.telemetry, context=ContextRegistry(no_torch, backbone.store)
+    )
+    r = TestClient(app).post("/v1/context/x/segments", json={"text": "hello"})
+    assert r.status_code == 503 and r.json()["detail"]["reason"] == "model_unavailable", r.text
+    assert "torch" in r.json()["detail"]["detail"]
+    # the rest of the API is unaffected
+    assert TestClient(app).get("/healthz").status_code == 200
