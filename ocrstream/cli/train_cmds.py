@@ -124,7 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             setattr(tc, k, v)
     if args.view_sizes:
         tc.view_sizes = tuple(int(x) for x in args.view_sizes.split(","))
-        tc.view_prob = 0.5 if args.view_prob is None else args.view_prob
+        if args.view_prob is None:
+            tc.view_prob = 0.5
     st = Trainer(tc).run(progress=not args.no_progress)
     print(
         json.dumps(

@@ -16,18 +16,18 @@ import numpy as np
 from ocrstream.serving.placement import Placement, PlacementError
 
 
+def layer_loads(per_shard: Sequence[Sequence[int]], counts: Sequence[float]) -> np.ndarray:
+    """Expected tokens per shard of one layer when each expert's tokens split evenly over its replicas."""
+    c = np.asarray(counts, dtype=np.float64)
+    n_replicas = np.zeros(len(c))
+    for experts in per_shard:
+        n_replicas[list(experts)] += 1
+    return np.array([sum(c[e] / n_replicas[e] for e in experts) for experts in per_shard])
+
+
 def shard_loads(placement: Placement, counts: Mapping[int, Sequence[float]]) -> dict[int, np.ndarray]:
-    """Layer -> expected tokens per shard when each expert's tokens split evenly over its replicas."""
-    out = {}
-    for layer, per in placement.layers.items():
-        c = np.asarray(counts[layer], dtype=np.float64)
-        reps = placement.replicas(layer)
-        load = np.zeros(len(per))
-        for e, shards in enumerate(reps):
-            for s in shards:
-                load[s] += c[e] / len(shards)
-        out[layer] = load
-    return out
+    """Layer -> expected tokens per shard (``layer_loads`` for every layer of the placement)."""
+    return {layer: layer_loads(per, counts[layer]) for layer, per in placement.layers.items()}
 
 
 def imbalance(placement: Placement, counts: Mapping[int, Sequence[float]]) -> float:
@@ -75,13 +75,15 @@ def plan_layer(counts: Sequence[float], n_shards: int, slots: int) -> tuple[tupl
 
 
 def _better(layer, planned, current, counts, n_shards):  # noqa: ANN001, ANN202
-    """The planned layer unless the current one is at least as balanced for these counts."""
+    """The planned layer unless the current one's most loaded shard is no heavier for these counts."""
     if layer not in current.layers or current.n_shards != n_shards:
         return planned
-    one = {layer: counts[layer]}
-    keep = Placement(0, current.n_experts, {layer: current.layers[layer]})
-    new = Placement(0, current.n_experts, {layer: planned})
-    return current.layers[layer] if imbalance(keep, one) <= imbalance(new, one) else planned
+    keep = current.layers[layer]
+    return (
+        keep
+        if layer_loads(keep, counts[layer]).max() <= layer_loads(planned, counts[layer]).max()
+        else planned
+    )
 
 
 def plan(
