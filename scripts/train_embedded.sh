@@ -3,10 +3,10 @@
 # Usage: scripts/train_embedded.sh [RUN] [extra `ocrstream train` args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN="${1:-embedded}"; shift || true
+RUN="${1:-lines}"; shift || true
 PY="${PYTHON:-.venv/bin/python}"
 DIR="${OCRSTREAM_TRAIN_DIR:-$HOME/.cache/ocrstream/train}/$RUN"
 mkdir -p "$DIR"
-nohup nice -n 5 "$PY" -m ocrstream train --run "$RUN" "$@" >>"$DIR/train.log" 2>&1 &
+nohup nice -n 10 "$PY" -m ocrstream train --run "$RUN" "$@" >>"$DIR/train.log" 2>&1 &
 echo $! >"$DIR/train.pid"
 echo "training $RUN in the background: pid $(cat "$DIR/train.pid"), log $DIR/train.log"

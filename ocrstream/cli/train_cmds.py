@@ -42,20 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_tokenizer)
     tok.set_defaults(func=lambda a: (tok.print_help(), 2)[1])
 
-    tr = subparsers.add_parser("train", help="train (or resume) the embedded model")
-    tr.add_argument("--run", default="embedded", help="run name: ~/.cache/ocrstream/train/<run>")
-    tr.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget (0 = until stopped)")
-    tr.add_argument("--steps", type=int, default=None)
+    tr = subparsers.add_parser("train", help="train (or resume) the embedded line reader")
+    tr.add_argument("--run", default="lines", help="run name: ~/.cache/ocrstream/train/<run>")
+    tr.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget (0 = until --steps)")
+    tr.add_argument("--steps", type=int, default=None, help="length of the LR schedule (default 8000)")
     tr.add_argument("--batch", type=int, default=None)
     tr.add_argument("--threads", type=int, default=None)
     tr.add_argument("--lr", type=float, default=None)
-    tr.add_argument("--anneal-steps", type=int, default=None, help="cosine LR decay over N steps from now")
-    tr.add_argument(
-        "--view-sizes", default=None, help="also train at these smaller views, e.g. 160,128 (ladder modes)"
-    )
-    tr.add_argument(
-        "--view-prob", type=float, default=None, help="share of levels 0-2 batches at those views"
-    )
+    tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
 
@@ -115,23 +109,15 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ocrstream.train.loop import TrainConfig, Trainer
+    from ocrstream.train.line_trainer import LineTrainConfig, LineTrainer
 
-    tc = TrainConfig(run=args.run, max_minutes=args.minutes)
-    for k in ("steps", "batch", "threads", "lr", "anneal_steps", "view_prob"):
+    tc = LineTrainConfig(run=args.run, max_minutes=args.minutes)
+    for k in ("steps", "batch", "threads", "lr", "seed"):
         v = getattr(args, k)
         if v is not None:
             setattr(tc, k, v)
-    if args.view_sizes:
-        tc.view_sizes = tuple(int(x) for x in args.view_sizes.split(","))
-        if args.view_prob is None:
-            tc.view_prob = 0.5
-    st = Trainer(tc).run(progress=not args.no_progress)
-    print(
-        json.dumps(
-            {"step": st.step, "pages": st.pages, "cpu_h": st.cpu_seconds / 3600, "top_level": st.top_level}
-        )
-    )
+    st = LineTrainer(tc).run(progress=not args.no_progress)
+    print(json.dumps({"step": st.step, "lines": st.lines, "cpu_h": st.cpu_seconds / 3600, "best_cer": st.best_cer}))
     return 0
 
 

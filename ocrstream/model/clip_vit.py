@@ -28,7 +28,8 @@ class CLIPVisionEmbeddings(nn.Module):
         self.patch_embedding = nn.Conv2d(
             3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False
         )
-        self.num_positions = cfg.pos_grid**2 + 1
+        self.max_positions = cfg.max_positions
+        self.num_positions = (cfg.max_positions or cfg.pos_grid**2) + 1
         self.position_embedding = nn.Embedding(self.num_positions, cfg.width)
         # Not in the official checkpoint, so never saved.
         self.register_buffer("position_ids", torch.arange(self.num_positions).unsqueeze(0), persistent=False)
@@ -36,6 +37,10 @@ class CLIPVisionEmbeddings(nn.Module):
     def abs_pos(self, seq_len: int) -> torch.Tensor:
         """Position rows [1, seq_len, C] for 1 CLS + a square grid of seq_len-1 tokens."""
         table = self.position_embedding.weight.unsqueeze(0)  # [1, 1+G*G, C]
+        if self.max_positions:  # strips: CLS + the first seq_len-1 positions of a 1-D table
+            if seq_len > table.shape[1]:
+                raise ValueError(f"{seq_len - 1} tokens exceed CLIP max_positions {self.max_positions}")
+            return table[:, :seq_len]
         cls_pos, grid_pos = table[:, :1], table[:, 1:]
         src = int(math.sqrt(grid_pos.shape[1]))
         tgt = int(math.sqrt(seq_len))  # official: sqrt of 1 + h*w, which is h for square grids

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,44 @@ class SamConfig:
     neck_chans: int = 256
     downsample_channels: tuple[int, ...] = (512, 1024)  # net_2, net_3 output channels
     layer_norm_eps: float = 1e-6
+    # ocrstream extensions for text-line strips; the defaults are the official square encoder.
+    stem_chans: tuple[int, ...] = ()  # 3x3 stride-2 convs (GELU) before the patch embedding
+    strip_height: int = 0  # > 0: views are strips this tall and of any width (see width_multiple)
+    max_width: int = 0  # widest strip in px: the position table's columns
+    compress_stride: tuple[int, int] = (2, 2)  # (rows, cols) stride of each of net_2 and net_3
+
+    @property
+    def strips(self) -> bool:
+        return self.strip_height > 0
+
+    @property
+    def stride(self) -> int:
+        """Pixels per SAM token side: the stem's stride-2 convs times the patch size."""
+        return self.patch_size * 2 ** len(self.stem_chans)
 
     @property
     def pos_grid(self) -> int:
         return self.img_size // self.patch_size
+
+    @property
+    def pos_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the absolute position table."""
+        if self.strips:
+            return (self.strip_height // self.stride, self.max_width // self.stride)
+        return (self.pos_grid, self.pos_grid)
+
+    @property
+    def token_px(self) -> tuple[int, int]:
+        """(height, width) in px of the image area behind one compressed vision token."""
+        r, c = self.compress_stride
+        return (self.stride * r * r, self.stride * c * c)
+
+    @property
+    def width_multiple(self) -> int:
+        """Strip widths are padded to a multiple of this: whole attention windows and tokens, so a
+        strip's tokens do not depend on what it is batched with."""
+        window = self.stride * max(1, self.window_size)
+        return window * self.token_px[1] // math.gcd(window, self.token_px[1])
 
     @property
     def out_chans(self) -> int:
@@ -54,6 +89,9 @@ class ClipConfig:
     patch_size: int = 14
     mlp_ratio: float = 4.0  # 4096 = 4 * 1024 (config.json's 3.7362 is not read by the official code)
     layer_norm_eps: float = 1e-5
+    # ocrstream extension: > 0 gives a 1-D table of this many token positions (+ CLS), cropped to
+    # the strip's length, instead of the square grid resized to the view
+    max_positions: int = 0
 
     @property
     def pos_grid(self) -> int:
@@ -129,6 +167,13 @@ class DeepseekOCRConfig:
     default_mode: str = "gundam"
     torch_dtype: str = "bfloat16"
     name: str = "deepseek-ocr"
+    # ocrstream extension: a CTC head (``ctc_head``, blank = pad id) on the vision tokens, for
+    # line-strip readers; the official model has none
+    ctc_head: bool = False
+    # how a line-strip model reads a strip: "ctc" (greedy CTC), "ar" (the decoder alone) or
+    # "guided" (the decoder with CTC prefix scores, ``generation.generate(ctc=...)``)
+    line_decoding: str = "guided"
+    ctc_weight: float = 0.5
 
     def validate(self) -> None:
         s, c, p, d = self.sam, self.clip, self.projector, self.decoder
@@ -155,6 +200,21 @@ class DeepseekOCRConfig:
             problems.append(f"image_token_id {self.image_token_id} outside vocab {d.vocab_size}")
         if p.projector_type != "linear":
             problems.append(f"projector_type {p.projector_type!r} unsupported (only 'linear')")
+        if self.line_decoding not in ("ctc", "ar", "guided"):
+            problems.append(f"line_decoding {self.line_decoding!r} not in ctc|ar|guided")
+        if self.line_decoding != "ar" and s.strips and not self.ctc_head:
+            problems.append(f"line_decoding {self.line_decoding!r} needs the CTC head")
+        if s.strips:
+            if s.strip_height % s.token_px[0] or s.strip_height != s.token_px[0]:
+                problems.append(f"strip height {s.strip_height} must equal one token row {s.token_px[0]} px")
+            if s.max_width <= 0 or s.max_width % s.width_multiple:
+                problems.append(f"max_width {s.max_width} must be a positive multiple of {s.width_multiple}")
+            if s.global_attn_indexes:
+                problems.append(
+                    "strip encoders use windowed SAM blocks only (global_attn_indexes must be empty)"
+                )
+            if c.max_positions < s.max_width // s.token_px[1]:
+                problems.append(f"CLIP max_positions {c.max_positions} < tokens of the widest strip")
         if self.tile_tag != "2D":
             problems.append(f"tile_tag {self.tile_tag!r} unsupported (only '2D')")
         if problems:

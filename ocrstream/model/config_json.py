@@ -107,7 +107,16 @@ def to_hf_dict(cfg: DeepseekOCRConfig) -> dict[str, Any]:
         "decoder": _diff_dict(extra_lm, DecoderConfig()),
         "top": {
             k: getattr(cfg, k)
-            for k in ("image_token_id", "ngram_whitelist", "max_crops", "min_crops", "default_mode")
+            for k in (
+                "image_token_id",
+                "ngram_whitelist",
+                "max_crops",
+                "min_crops",
+                "default_mode",
+                "ctc_head",
+                "line_decoding",
+                "ctc_weight",
+            )
             if getattr(cfg, k) != getattr(DeepseekOCRConfig(), k)
         },
     }

@@ -25,7 +25,8 @@ class ViewFeatures:
     sam: torch.Tensor  # [B, N, C_sam] compressor output
     clip: torch.Tensor  # [B, N, C_clip] CLIP output without CLS
     projected: torch.Tensor  # [B, N, hidden] projector output
-    side: int  # grid side (N = side * side)
+    side: int  # grid side (N = side * side); strips: tokens in the one row
+    rows: int = 0  # strips: 1 (one token row); 0 = a square side x side grid
 
     @property
     def compressed(self) -> torch.Tensor:
@@ -36,14 +37,26 @@ class ViewFeatures:
 def encode_views(
     sam: SamEncoder, clip: ClipEncoder, projector: MlpProjector, pixels: torch.Tensor
 ) -> ViewFeatures:
-    """Square views [B, 3, S, S] -> ViewFeatures with N = (S/64)^2 tokens each."""
-    feats = sam(pixels)  # [B, C_sam, s, s]
+    """Square views [B, 3, S, S] -> ViewFeatures with N = (S/64)^2 tokens each; line strips
+    [B, 3, H, W] -> one row of W / token width tokens each."""
+    feats = sam(pixels)  # [B, C_sam, s, s]; strips [B, C_sam, 1, n]
     side = feats.shape[-1]
     hidden = clip(pixels, feats)  # [B, 1 + s*s, C_clip]
     clip_tok = hidden[:, 1:]  # drop CLS
     sam_tok = feats.flatten(2).transpose(1, 2)  # [B, s*s, C_sam], same row-major order
     projected = projector(torch.cat([clip_tok, sam_tok], dim=-1))  # [B, N, hidden]
-    return ViewFeatures(sam=sam_tok, clip=clip_tok, projected=projected, side=side)
+    rows = feats.shape[-2] if sam.cfg.strips else 0
+    return ViewFeatures(sam=sam_tok, clip=clip_tok, projected=projected, side=side, rows=rows)
+
+
+def layout_strip(
+    tokens: torch.Tensor, image_newline: torch.Tensor, view_seperator: torch.Tensor
+) -> torch.Tensor:
+    """Prompt-order embeddings [n + 2, hidden] of one line strip: its one token row [n, D], the
+    row's ``image_newline`` and the ``view_seperator``, as ``layout_image`` lays out a grid row."""
+    d = tokens.shape[-1]
+    nl = image_newline.to(tokens.dtype).view(1, d)
+    return torch.cat([tokens, nl, view_seperator.to(tokens.dtype).view(1, d)], dim=0)
 
 
 def layout_image(

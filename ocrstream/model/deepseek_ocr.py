@@ -20,7 +20,7 @@ from torch import nn
 
 from .clip_vit import ClipEncoder
 from .config import DeepseekOCRConfig
-from .deepencoder import ViewFeatures, encode_views, layout_image
+from .deepencoder import ViewFeatures, encode_views, layout_image, layout_strip
 from .modes import ImageInput
 from .moe_decoder import DeepseekV2Model, KVCache
 from .projector import MlpProjector
@@ -82,6 +82,8 @@ class DeepseekOCRForCausalLM(nn.Module):
         self.config = cfg
         self.model = DeepseekOCRModel(cfg)
         self.lm_head = nn.Linear(cfg.decoder.hidden_size, cfg.decoder.vocab_size, bias=False)
+        if cfg.ctc_head:  # per vision token: a character or blank (the pad id); line strips only
+            self.ctc_head = nn.Linear(cfg.decoder.hidden_size, cfg.decoder.vocab_size)
         if init and not any(p.is_meta for p in self.parameters()):
             self.init_weights()
 
@@ -126,6 +128,22 @@ class DeepseekOCRForCausalLM(nn.Module):
         """Square views [B, 3, S, S] (normalised) -> per-view features (no layout)."""
         m = self.model
         return encode_views(m.sam_model, m.vision_model, m.projector, pixels.to(self.device, self.dtype))
+
+    def encode_strips(self, pixels: torch.Tensor) -> ViewFeatures:
+        """Line strips [B, 3, H, W] (normalised, equal width) -> one token row each [B, n, *]."""
+        if not self.config.sam.strips:
+            raise ValueError(f"{self.config.name} reads square views, not line strips")
+        return self.encode_pixels(pixels)
+
+    def layout_strip(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One strip's tokens [n, hidden] -> its prompt embeddings [n + 2, hidden]."""
+        return layout_strip(tokens, self.model.image_newline, self.model.view_seperator)
+
+    def ctc_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Vision tokens [..., n, hidden] -> per-token character logits [..., n, vocab] (fp32)."""
+        if not self.config.ctc_head:
+            raise ValueError(f"{self.config.name} has no CTC head")
+        return self.ctc_head(tokens).float()
 
     def layout(
         self, global_tokens: torch.Tensor, tile_tokens: torch.Tensor | None, grid: tuple[int, int]

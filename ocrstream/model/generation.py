@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .ctc import CtcPrefixScorer
 from .deepseek_ocr import DeepseekOCRForCausalLM
 from .moe_decoder import KVCache
 
@@ -125,14 +126,22 @@ def generate(
     generator: torch.Generator | None = None,
     return_scores: bool = False,
     on_step: Callable[[int, list[int]], None] | None = None,
+    ctc: CtcPrefixScorer | None = None,
+    ctc_weight: float = 0.5,
+    max_new: Sequence[int] | None = None,
 ) -> GenerationOutput:
     """Generate for a batch of prompts.
 
     input_ids: one id list per row (with `<image>` placeholders); image_embeds: per row, the
     embeddings for that row's placeholders (a tensor or list of per-image tensors) or None.
+    ``ctc`` (CTC-guided decoding, greedy only): each step scores (1 - ctc_weight) * log p_decoder
+    + ctc_weight * the CTC prefix score of every extension, and the stop token by the CTC score
+    of ending there. ``max_new``: a per-row cap below ``params.max_new_tokens``.
     """
     p = params or SamplingParams()
     p.validate()
+    if ctc is not None and p.temperature != 0:
+        raise ValueError("CTC-guided decoding is greedy only (temperature 0)")
     cfg = model.config
     stop = set(p.stop_ids or (cfg.decoder.eos_token_id,))
     if cfg.decoder.pad_token_id == cfg.image_token_id:
@@ -164,12 +173,21 @@ def generate(
     finished = [False] * b
     stopped = [False] * b
     scores: list[torch.Tensor] = []
+    caps = list(max_new) if max_new is not None else [p.max_new_tokens] * b
     for step in range(p.max_new_tokens):
+        for i in range(b):  # a row at its own cap ends there (not stopped: the budget ran out)
+            if not finished[i] and step >= caps[i]:
+                finished[i] = True
+        if all(finished):
+            break
+        if ctc is not None:
+            logits = _guided(logits, ctc, ctc_weight, sorted(stop))
         if p.ngram is not None:
             apply_ngram_rule(logits, generated, p.ngram[0], p.ngram[1], p.ngram_whitelist)
         if return_scores:
             scores.append(logits.clone())
         nxt = choose_tokens(logits, p.temperature, p.top_p, generator).tolist()
+        chosen: list[int | None] = [None] * b
         for i, tok in enumerate(nxt):
             if finished[i]:
                 continue
@@ -177,6 +195,9 @@ def generate(
                 finished[i] = stopped[i] = True
             else:
                 generated[i].append(tok)
+                chosen[i] = tok
+        if ctc is not None:
+            ctc.advance(chosen)
         if on_step is not None:
             on_step(step, nxt)
         if all(finished) or step == p.max_new_tokens - 1:
@@ -192,3 +213,12 @@ def generate(
         out = model(feed, inputs_embeds=emb, attention_mask=active, cache=cache, last_only=True)
         logits = out.logits[:, -1].float()
     return GenerationOutput(sequences=generated, stopped=stopped, scores=scores)
+
+
+def _guided(logits: torch.Tensor, ctc: CtcPrefixScorer, weight: float, stop: list[int]) -> torch.Tensor:
+    """Decoder logits [B, V] -> joint CTC/attention scores [B, V] (see ``generate``)."""
+    att = torch.log_softmax(logits, dim=-1)
+    pre = ctc.next_scores().to(att.device)
+    for s in stop:  # the stop token: the CTC probability that the transcript ends here
+        pre[:, s] = ctc.end_scores().to(att.device)
+    return (1 - weight) * att + weight * pre

@@ -44,6 +44,11 @@ class Mode:
     # ocrstream extension ("reflow-<side>"): the page's text lines are re-laid into as many
     # side x side views as they fill, each read on its own (``ocrstream.model.reflow``)
     reflow: bool = False
+    # ocrstream extension ("lines", "lines-<percent>"): each text line of the page is one strip
+    # base_size px tall (``ocrstream.model.lines``), its width scaled by ``squeeze``: the
+    # horizontal compression rung (lines-50 = half the vision tokens per character)
+    lines: bool = False
+    squeeze: float = 1.0
 
     def __post_init__(self) -> None:
         for side in (self.base_size, self.image_size):
@@ -65,12 +70,19 @@ MODES: dict[str, Mode] = {
 def get_mode(mode: str | Mode) -> Mode:
     """A Mode, a name from MODES, or a size spec: "<side>" (one view, stretched when <= 640,
     padded otherwise), "<base>x<tile>" (global view + tiles, like Gundam) or "reflow-<side>"
-    (text lines re-laid into side x side views, for the small embedded model)."""
+    (text lines re-laid into side x side views) or "lines" / "lines-<percent>" (each text line one
+    strip, its width scaled to percent: the embedded line reader's modes)."""
     if isinstance(mode, Mode):
         return mode
     key = mode.lower().replace("_", "-")
     if key in MODES:
         return MODES[key]
+    lines = re.fullmatch(r"lines(?:-(\d+))?", key)
+    if lines is not None:
+        pct = int(lines.group(1) or 100)
+        if not 10 <= pct <= 100:
+            raise ValueError(f"mode {mode!r}: the lines rung is a width percentage in 10..100")
+        return Mode(key if pct != 100 else "lines", 32, 32, False, lines=True, squeeze=pct / 100)
     reflow = re.fullmatch(r"reflow-(\d+)", key)
     if reflow is not None:
         side = int(reflow.group(1))

@@ -17,11 +17,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .ctc import CtcPrefixScorer, ctc_greedy
 from .deepseek_ocr import DeepseekOCRForCausalLM
 from .generation import NGRAM_IMAGE, SamplingParams, generate
+from .lines import TextLine, find_text_lines, pad_strip, page_strips, strips_to_tensor
 from .modes import Mode, get_mode, preprocess
+from .page_text import page_text
 from .reflow import reflow_views
-from .tokenizer import OcrTokenizer, resolve_prompt
+from .tokenizer import PROMPTS, OcrTokenizer, resolve_prompt
 from .weights import encoder_weights_id, load_snapshot
 
 log = logging.getLogger(__name__)
@@ -41,13 +44,23 @@ class VisionTokens:
     weights_id: str = ""
     # reflow modes: ``views`` independent views of equal length, concatenated, each decoded alone
     views: int = 1
+    # lines modes: each view is one strip (a text line, or a piece of a too-wide one) of its own
+    # length; ``lines`` has one record per view: its TextLine geometry and "piece" index
+    view_lengths: tuple[int, ...] = ()
+    lines: tuple[dict, ...] = ()
 
     @property
     def n_placeholders(self) -> int:
         return int(self.embeds.shape[0])
 
+    @property
+    def is_lines(self) -> bool:
+        return bool(self.view_lengths) or (self.views == 0 and self.mode.startswith("lines"))
+
     def split_views(self) -> list[torch.Tensor]:
         """The embeddings of each independently decoded view ([n / views, hidden] each)."""
+        if self.view_lengths:
+            return list(self.embeds.split(list(self.view_lengths), dim=0))
         if self.views == 1:
             return [self.embeds]
         if self.views == 0:
@@ -69,6 +82,8 @@ class VisionTokens:
                 "image_size": list(self.image_size),
                 "weights_id": self.weights_id,
                 "views": self.views,
+                "view_lengths": list(self.view_lengths),
+                "lines": list(self.lines),
             }
         ).encode()
         return _VT_MAGIC + struct.pack("<I", len(header)) + header + t.view(torch.uint8).numpy().tobytes()
@@ -94,6 +109,8 @@ class VisionTokens:
             tuple(meta["image_size"]),
             meta["weights_id"],
             int(meta.get("views", 1)),
+            tuple(int(n) for n in meta.get("view_lengths", ())),
+            tuple(meta.get("lines", ())),
         )
 
 
@@ -108,7 +125,13 @@ def view_blobs(blob: bytes) -> list[bytes] | None:
     if vt.views == 1:
         return None
     return [
-        VisionTokens(e, vt.mode, (1, 1), vt.image_size, vt.weights_id).to_bytes() for e in vt.split_views()
+        VisionTokens(
+            e, vt.mode, (1, 1), vt.image_size, vt.weights_id, 1, (len(e),) if vt.is_lines else (), line
+        ).to_bytes()
+        # a line's record travels as a one-element tuple
+        for e, line in zip(
+            vt.split_views(), [(d,) for d in vt.lines] if vt.lines else [()] * vt.views, strict=True
+        )
     ]
 
 
@@ -182,6 +205,10 @@ class OcrModel:
     ) -> list[VisionTokens]:
         """None -> the config's default_mode (gundam for the official model)."""
         m = get_mode(self.config.default_mode if mode is None else mode)
+        if m.lines:
+            return self._encode_lines(images, m)
+        if self.config.sam.strips:
+            raise ValueError(f"{self.config.name} reads text lines: use a lines mode, not {m.name!r}")
         if m.reflow:
             return [self._encode_reflow(img, m) for img in images]
         inputs = [self.preprocess(img, m) for img in images]
@@ -202,6 +229,59 @@ class OcrModel:
             embeds = torch.cat(list(feats.embeds), dim=0)
         return VisionTokens(embeds, m.name, (1, 1), image.size, self.weights_id, views=len(views))
 
+    # strips encoded per forward pass: bounds memory on long documents, keeps batches efficient
+    LINE_BATCH = 64
+
+    def _encode_lines(self, images: Sequence[Image.Image], m: Mode) -> list[VisionTokens]:
+        """Every text line of every page as one strip; strips of equal padded width share a batch."""
+        sam = self.config.sam
+        if not sam.strips:
+            raise ValueError(
+                f"mode {m.name!r} needs a line-strip model; {self.config.name} reads square views"
+            )
+        pages: list[list[tuple[dict, Image.Image]]] = []
+        for img in images:
+            lines = find_text_lines(img)
+            views = []
+            for ln, pieces in zip(
+                lines, page_strips(img, lines, sam.strip_height, m.squeeze, sam.max_width), strict=True
+            ):
+                for j, piece in enumerate(pieces):
+                    views.append(
+                        ({**ln.to_json(), "piece": j}, pad_strip(piece, sam.width_multiple, sam.max_width))
+                    )
+            pages.append(views)
+        by_width: dict[int, list[tuple[int, int]]] = {}
+        for p, views in enumerate(pages):
+            for v, (_, strip) in enumerate(views):
+                by_width.setdefault(strip.width, []).append((p, v))
+        embeds: dict[tuple[int, int], torch.Tensor] = {}
+        for width, items in by_width.items():
+            for k in range(0, len(items), self.LINE_BATCH):
+                chunk = items[k : k + self.LINE_BATCH]
+                pixels = strips_to_tensor([pages[p][v][1] for p, v in chunk], width)
+                tokens = self.model.encode_strips(pixels.to(self.device, self.model.dtype)).projected
+                for (p, v), t in zip(chunk, tokens, strict=True):
+                    embeds[(p, v)] = self.model.layout_strip(t)
+        hidden = self.config.decoder.hidden_size
+        out = []
+        for p, (img, views) in enumerate(zip(images, pages, strict=True)):
+            rows = [embeds[(p, v)] for v in range(len(views))]
+            e = torch.cat(rows, dim=0) if rows else torch.zeros(0, hidden, dtype=self.model.dtype)
+            out.append(
+                VisionTokens(
+                    e.cpu(),
+                    m.name,
+                    (1, 1),
+                    img.size,
+                    self.weights_id,
+                    views=len(rows),
+                    view_lengths=tuple(int(r.shape[0]) for r in rows),
+                    lines=tuple(d for d, _ in views),
+                )
+            )
+        return out
+
     def encode(self, image: Image.Image, mode: str | Mode | None = None) -> VisionTokens:
         return self.encode_batch([image], mode)[0]
 
@@ -219,6 +299,11 @@ class OcrModel:
     ) -> list[DecodeResult]:
         """One result per entry of ``vision`` (a VisionTokens, or several for multi-image prompts)."""
         text = resolve_prompt(prompt, **prompt_fields)
+        flat = [v for item in vision for v in ([item] if isinstance(item, VisionTokens) else item)]
+        if any(vt.is_lines for vt in flat):
+            if any(not isinstance(item, VisionTokens) or not item.is_lines for item in vision):
+                raise ValueError("line-strip VisionTokens are decoded one page per entry, not mixed")
+            return self._decode_lines(list(vision), text, max_new_tokens)  # type: ignore[arg-type]
         rows, embeds = [], []
         owner: list[int] = []  # generation row -> entry of ``vision`` (reflowed pages have several)
         reflowed: set[int] = set()
@@ -274,6 +359,83 @@ class OcrModel:
             stopped = all(st for _, st in views)
             results.append(DecodeResult(join_views(texts), ids, stopped, len(ids)))
         return results
+
+    def _decode_lines(
+        self, pages: list[VisionTokens], prompt: str, max_new_tokens: int
+    ) -> list[DecodeResult]:
+        """Read every strip of every page (one batch), then put each page together (page_text)."""
+        for vt in pages:
+            vt.validate(self.config.decoder.hidden_size)
+            if vt.weights_id and vt.weights_id != self.weights_id:
+                raise ValueError(
+                    f"VisionTokens from encoder {vt.weights_id}, this model is {self.weights_id}"
+                )
+        views = [
+            (i, e.to(self.device, self.model.dtype)) for i, vt in enumerate(pages) for e in vt.split_views()
+        ]
+        seqs = self.read_strips([e for _, e in views], max_new_tokens, pages[0].mode if pages else "lines")
+        per_page: list[list[list[int]]] = [[] for _ in pages]
+        for (i, _), seq in zip(views, seqs, strict=True):
+            per_page[i].append(seq)
+        results = []
+        for vt, page_seqs in zip(pages, per_page, strict=True):
+            texts, lines = [], []
+            for rec, seq in zip(vt.lines, page_seqs, strict=True):
+                t = self.tokenizer.decode(seq, skip_special_tokens=True)
+                if rec.get("piece", 0) and texts:  # a piece of a too-wide line continues it
+                    texts[-1] = f"{texts[-1]} {t}"
+                    continue
+                texts.append(t)
+                lines.append(TextLine.from_json(rec))
+            ids = [t for seq in page_seqs for t in seq]
+            results.append(DecodeResult(page_text(lines, texts, prompt, vt.image_size), ids, True, len(ids)))
+        return results
+
+    @torch.no_grad()
+    def read_strips(
+        self, views: list[torch.Tensor], max_new_tokens: int = 512, mode: str = "lines"
+    ) -> list[list[int]]:
+        """Token ids of each strip (its prompt embeddings [n + 2, hidden]), by the config's
+        ``line_decoding``: greedy CTC, the decoder alone, or the decoder guided by CTC."""
+        if not views:
+            return []
+        cfg = self.config
+        method = cfg.line_decoding
+        pad = cfg.decoder.pad_token_id
+        n = [int(v.shape[0]) - 2 for v in views]  # the strip's vision tokens (no newline/separator)
+        longest = max(n)
+        tokens = torch.zeros(
+            len(views), max(1, longest), cfg.decoder.hidden_size, dtype=self.model.dtype, device=self.device
+        )
+        for i, v in enumerate(views):
+            tokens[i, : n[i]] = v[: n[i]]
+        logits = self.model.ctc_logits(tokens) if cfg.ctc_head else None  # [B, T, V]
+        if method == "ctc":
+            return ctc_greedy(logits, pad, n)
+        # a strip of n tokens holds at most about n / squeeze characters: a cap per row stops a
+        # runaway row without holding the batch to max_new_tokens
+        squeeze = get_mode(mode).squeeze if mode.startswith("lines") else 1.0
+        caps = [min(max_new_tokens, int(k / max(squeeze, 0.1) * 1.2) + 8) for k in n]
+        prompt_text = PROMPTS["free_ocr"]
+        rows = [self.tokenizer.build_input_ids(prompt_text, [k + 2]) for k in n]
+        scorer = None
+        if method == "guided":
+            lengths = torch.tensor(n)
+            scorer = CtcPrefixScorer(logits.log_softmax(-1), pad, lengths)
+        stop = {cfg.decoder.eos_token_id}
+        if self.tokenizer.ids.get("eos") is not None:
+            stop.add(self.tokenizer.ids["eos"])
+        params = SamplingParams(max_new_tokens=max(caps), ngram=None, stop_ids=tuple(sorted(stop)))
+        out = generate(
+            self.model,
+            rows,
+            [[v] for v in views],
+            params,
+            ctc=scorer,
+            ctc_weight=cfg.ctc_weight,
+            max_new=caps,
+        )
+        return out.sequences
 
     def ocr(
         self, image: Image.Image, mode: str | Mode = "base", prompt: str = "free_ocr", **kw

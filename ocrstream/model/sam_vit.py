@@ -183,6 +183,16 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def conv_stem(in_chans: int, chans: tuple[int, ...]) -> nn.Sequential:
+    """3x3 stride-2 convs with GELU: local edge and stroke features before the patch embedding,
+    which small from-scratch ViTs learn poorly from raw patches."""
+    layers: list[nn.Module] = []
+    for c in chans:
+        layers += [nn.Conv2d(in_chans, c, kernel_size=3, stride=2, padding=1), nn.GELU()]
+        in_chans = c
+    return nn.Sequential(*layers)
+
+
 def resize_abs_pos(pos: torch.Tensor, size: int) -> torch.Tensor:
     """[1, G, G, C] table -> [1, size, size, C]; bicubic + antialias in fp32, cast back."""
     if pos.shape[1] == size:
@@ -198,13 +208,21 @@ def resize_abs_pos(pos: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class SamEncoder(nn.Module):
-    """Pixels [B, 3, S, S] -> compressed tokens [B, out_chans, S/64, S/64]."""
+    """Pixels [B, 3, S, S] -> compressed tokens [B, out_chans, S/64, S/64].
+
+    Line-strip configs (``strip_height``) take [B, 3, strip_height, W] and give one token row
+    [B, out_chans, 1, W / token_px[1]]: an optional conv stem, windowed blocks only, and net_2 /
+    net_3 striding over rows only, so each vision token is one line tall and a glyph or so wide.
+    """
 
     def __init__(self, cfg: SamConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.width)
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_grid, cfg.pos_grid, cfg.width))
+        if cfg.stem_chans:
+            self.stem = conv_stem(cfg.in_chans, cfg.stem_chans)
+        embed_in = cfg.stem_chans[-1] if cfg.stem_chans else cfg.in_chans
+        self.patch_embed = PatchEmbed(cfg.patch_size, embed_in, cfg.width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, *cfg.pos_shape, cfg.width))
         self.blocks = nn.ModuleList(
             Block(cfg, 0 if i in cfg.global_attn_indexes else cfg.window_size) for i in range(cfg.depth)
         )
@@ -215,14 +233,31 @@ class SamEncoder(nn.Module):
             LayerNorm2d(cfg.neck_chans, eps=1e-6),
         )
         c2, c3 = cfg.downsample_channels
-        self.net_2 = nn.Conv2d(cfg.neck_chans, c2, kernel_size=3, stride=2, padding=1, bias=False)
-        self.net_3 = nn.Conv2d(c2, c3, kernel_size=3, stride=2, padding=1, bias=False)
+        st = tuple(cfg.compress_stride)
+        self.net_2 = nn.Conv2d(cfg.neck_chans, c2, kernel_size=3, stride=st, padding=1, bias=False)
+        self.net_3 = nn.Conv2d(c2, c3, kernel_size=3, stride=st, padding=1, bias=False)
+
+    def check_strips(self, pixels: torch.Tensor) -> None:
+        cfg = self.cfg
+        if pixels.dim() != 4 or pixels.shape[2] != cfg.strip_height:
+            raise ValueError(f"SAM expects strips [B, 3, {cfg.strip_height}, W], got {tuple(pixels.shape)}")
+        w = pixels.shape[3]
+        if w <= 0 or w % cfg.width_multiple or w > cfg.max_width:
+            raise ValueError(
+                f"strip width {w} must be a multiple of {cfg.width_multiple} and at most {cfg.max_width}"
+            )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if pixels.dim() != 4 or pixels.shape[2] != pixels.shape[3]:
+        if self.cfg.strips:
+            self.check_strips(pixels)
+        elif pixels.dim() != 4 or pixels.shape[2] != pixels.shape[3]:
             raise ValueError(f"SAM expects square views [B, 3, S, S], got {tuple(pixels.shape)}")
-        x = self.patch_embed(pixels)  # [B, S/16, S/16, C]
-        x = x + resize_abs_pos(self.pos_embed, x.shape[1])
+        x = self.stem(pixels) if self.cfg.stem_chans else pixels
+        x = self.patch_embed(x)  # [B, S/16, S/16, C]; strips [B, rows, W/stride, C]
+        if self.cfg.strips:
+            x = x + self.pos_embed[:, :, : x.shape[2]]  # crop: a column keeps its position
+        else:
+            x = x + resize_abs_pos(self.pos_embed, x.shape[1])
         for blk in self.blocks:
             x = blk(x)
         x = self.neck(x.permute(0, 3, 1, 2))  # [B, neck, S/16, S/16]

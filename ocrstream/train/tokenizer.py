@@ -89,3 +89,27 @@ def build_project_tokenizer(out: Path, vocab_size: int = DEFAULT_VOCAB) -> Token
     tok.save(str(out))
     log.info("tokenizer %s: vocab %d", out, tok.get_vocab_size())
     return tok
+
+
+UNK = "<unk>"
+
+
+def build_char_tokenizer(charset: str | None = None) -> Tokenizer:
+    """One id per character of ``charset`` (default: ``ocrstream.data.charset.CHARSET`` and a
+    newline), after the special tokens at their official first ids; anything else is ``<unk>``.
+
+    For the line reader: CTC needs one output per character, and at about one character per
+    vision token the decoder reads glyph by glyph. ``tokenizer.json`` keeps the BPE model type
+    (with no merges), so the runtime loads it like any other tokenizer.
+    """
+    from ocrstream.data.charset import CHARSET
+
+    chars = list(dict.fromkeys((charset if charset is not None else CHARSET) + "\n"))
+    vocab = {name: i for i, name in enumerate(SPECIAL_TOKENS)}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    vocab[UNK] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    tok.decoder = decoders.Fuse()
+    return tok

@@ -1,0 +1,193 @@
+"""Synthetic text lines for the embedded line reader, cut the way pages are cut at run time.
+
+Each sample is one line of text drawn with PIL in a random face and size, with parts of the lines
+above and below it (as a crop of a real page shows), light degradation (grey levels, blur, noise,
+JPEG, low resolution), then cut with the runtime's own ``ocrstream.model.lines.line_strip``: the
+ink box grown to the face's typical band, padded, scaled to the strip height, with horizontal scale
+jitter. Half the lines are corpus text, half random characters (glyphs without a language prior).
+
+Everything is driven by a ``random.Random`` seeded from (seed, split, index), so line ``i`` of a
+split is the same on every machine with the same fonts and corpus.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from ocrstream.data.charset import CHARSET, DIGITS, EXTRA, LOWER, PUNCT, UPPER, normalize
+from ocrstream.data.corpus import Paragraph
+from ocrstream.data.fonts import FontFace, coverage, load_font
+from ocrstream.data.render import seed_for
+from ocrstream.model.lines import PAD, STRIP_HEIGHT, line_strip
+
+FONT_PX = (11, 44)  # glyph size on the "page" before the strip is scaled: 8-pt at 100 dpi to 22-pt at 144
+TYPICAL_PROBE = "Hdfgjklpqy"  # a prose line's tallest ascenders and deepest descenders
+
+
+@dataclass
+class LineSample:
+    strip: Image.Image  # grayscale, STRIP_HEIGHT x w
+    text: str  # normalised label (charset.normalize)
+    font: str
+    kind: str  # "corpus" | "random"
+    squeeze: float  # horizontal compression rung (1.0 = the base rung), before jitter
+
+
+class LineGenerator:
+    """Lines from one corpus split in a set of faces."""
+
+    def __init__(
+        self,
+        paragraphs: Sequence[Paragraph],
+        fonts: Sequence[FontFace],
+        split: str = "train",
+        seed: int = 0,
+        random_share: float = 0.5,
+        squeezes: Sequence[tuple[float, float]] = ((1.0, 1.0),),
+        height: int = STRIP_HEIGHT,
+        degrade: bool = True,
+    ) -> None:
+        if not paragraphs:
+            raise ValueError(f"no paragraphs for split {split!r}")
+        if not fonts:
+            raise ValueError("no fonts")
+        self.paragraphs = list(paragraphs)
+        self.fonts = list(fonts)
+        self.split = split
+        self.seed = seed
+        self.random_share = random_share
+        self.squeezes = [s for s, _ in squeezes]
+        self.squeeze_weights = [w for _, w in squeezes]
+        self.height = height
+        self.degrade = degrade
+
+    def line(self, index: int) -> LineSample:
+        """Deterministic line ``index`` of this split."""
+        return self.sample(random.Random(seed_for(self.seed, f"lines:{self.split}", index)))
+
+    def sample(self, rng: random.Random) -> LineSample:
+        for _ in range(20):
+            face = rng.choice(self.fonts)
+            kind = "random" if rng.random() < self.random_share else "corpus"
+            text = self._text(rng, kind, coverage(face.path))
+            if normalize(text):
+                squeeze = rng.choices(self.squeezes, self.squeeze_weights)[0]
+                strip = self._render(rng, face, text, squeeze)
+                return LineSample(strip, normalize(text), face.name, kind, squeeze)
+        raise RuntimeError("could not draw a non-empty line")
+
+    # ---- text --------------------------------------------------------------------------------
+    def _length(self, rng: random.Random) -> int:
+        r = rng.random()
+        if r < 0.6:
+            return rng.randint(30, 100)  # a full line of a page
+        if r < 0.85:
+            return rng.randint(8, 30)  # a paragraph's last line, a heading, a table cell row
+        return rng.randint(1, 8)  # a page number, a bullet, a word
+
+    def _text(self, rng: random.Random, kind: str, covered: frozenset[str]) -> str:
+        n = self._length(rng)
+        text = self._corpus_text(rng, n) if kind == "corpus" else self._random_text(rng, n)
+        return "".join(c for c in text if c in covered and c in CHARSET)
+
+    def _corpus_text(self, rng: random.Random, n: int) -> str:
+        words = rng.choice(self.paragraphs).text.split()
+        start = rng.randrange(len(words)) if rng.random() < 0.7 else 0
+        out: list[str] = []
+        for w in words[start:]:
+            if out and len(" ".join(out)) + 1 + len(w) > n:
+                break
+            out.append(w)
+        text = " ".join(out)[: max(n, 1)]
+        r = rng.random()
+        if r < 0.08:
+            text = text.upper()
+        elif r < 0.14:
+            text = text.title()
+        return text
+
+    def _random_text(self, rng: random.Random, n: int) -> str:
+        pools = (LOWER, UPPER, DIGITS, PUNCT, EXTRA)
+        weights = (0.45, 0.17, 0.15, 0.17, 0.06)
+        words: list[str] = []
+        while len(" ".join(words)) < n:
+            k = rng.choice((1, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12))
+            style = rng.random()
+            if style < 0.5:  # one pool per word: words, numbers, runs of punctuation
+                pool = rng.choices(pools, weights)[0]
+                words.append("".join(rng.choice(pool) for _ in range(k)))
+            else:  # mixed: identifiers, codes, paths
+                words.append("".join(rng.choice(rng.choices(pools, weights)[0]) for _ in range(k)))
+        return " ".join(words)[:n]
+
+    # ---- rendering ---------------------------------------------------------------------------
+    def _render(self, rng: random.Random, face: FontFace, text: str, squeeze: float) -> Image.Image:
+        px = rng.randint(*FONT_PX)
+        font = load_font(face.path, px)
+        bx0, by0, bx1, by1 = font.getbbox(text)
+        tx0, ty0, tx1, ty1 = font.getbbox(TYPICAL_PROBE)
+        typical = (ty1 - ty0) * rng.uniform(0.9, 1.1)  # a column's median band is a noisy estimate
+        margin = int(px * 1.5)
+        pitch = px * rng.uniform(1.1, 1.7)
+        w = max(bx1, 1) + 2 * margin
+        h = int(3 * pitch + 2 * px)
+        bg = rng.randint(185, 255)
+        fg = rng.randint(0, max(0, bg - 110))
+        img = Image.new("L", (w, h), bg)
+        draw = ImageDraw.Draw(img)
+        y = int(h / 2 - px * 0.6)
+        draw.text((margin, y), text, font=font, fill=fg)
+        for dy in (-pitch, pitch):  # neighbouring lines, whose ascenders/descenders a crop may catch
+            if rng.random() < 0.6:
+                other = self._corpus_text(rng, rng.randint(10, 100)) if rng.random() < 0.7 else "x" * 40
+                draw.text((margin + rng.randint(-px, px), y + dy), other, font=font, fill=fg)
+        if rng.random() < 0.04:  # underlined text (links, emphasis)
+            base = y + ty1 - int(0.15 * px)
+            draw.line((margin + bx0, base, margin + bx1, base), fill=fg, width=max(1, px // 14))
+        if self.degrade:
+            img = _degrade(rng, img, px)
+        jit = 0.06 * typical
+        box = (
+            margin + bx0 + rng.uniform(-jit, jit),
+            y + by0 + rng.uniform(-jit, jit),
+            margin + bx1 + rng.uniform(-jit, jit),
+            y + by1 + rng.uniform(-jit, jit),
+        )
+        band = max(box[3] - box[1], typical)
+        return line_strip(
+            img,
+            box,
+            band,
+            self.height,
+            squeeze=squeeze * rng.uniform(0.87, 1.15),
+            pad=PAD * rng.uniform(0.7, 1.4),
+            bg=bg,
+        )
+
+
+def _degrade(rng: random.Random, img: Image.Image, px: int) -> Image.Image:
+    if rng.random() < 0.25:  # rendered at a lower resolution, then upsampled
+        f = rng.uniform(0.5, 0.9)
+        small = img.resize(
+            (max(1, int(img.width * f)), max(1, int(img.height * f))), Image.Resampling.BILINEAR
+        )
+        img = small.resize(img.size, Image.Resampling.BILINEAR)
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.2, 0.9) * max(1.0, px / 24)))
+    sigma = rng.uniform(0, 8)
+    if sigma > 1:
+        arr = np.asarray(img, dtype=np.float32)
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, sigma, arr.shape)
+        img = Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8))
+    if rng.random() < 0.3:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=rng.randint(30, 90))
+        buf.seek(0)
+        img = Image.open(buf).convert("L")
+    return img

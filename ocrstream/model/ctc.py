@@ -1,0 +1,114 @@
+"""CTC decoding for the line reader's CTC head: greedy best path and prefix scores.
+
+``ctc_greedy`` takes the most likely label per vision token, merges repeats and drops blanks.
+``CtcPrefixScorer`` gives, for a batch of partial transcripts, log P_ctc(prefix + c, anything
+after) for every next character c at once (Watanabe et al., "Hybrid CTC/Attention", 2017): the
+autoregressive decoder's next-token scores are mixed with it in CTC-guided decoding, so a
+decoder that drifts away from what the image shows is pulled back to it.
+
+The per-frame recursion  r_t(h+c) = (r_{t-1}(h+c) + phi_{t-1}) * y_t(c)  is a linear
+recurrence, solved here for all t at once with a cumulative log-sum-exp instead of a Python loop
+over frames.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+LOG_FLOOR = -1e4  # log-probability floor (float64): e^-10000 is zero for every purpose here
+
+
+def ctc_greedy(logits: torch.Tensor, blank: int, lengths: list[int] | None = None) -> list[list[int]]:
+    """logits [B, T, V] -> label ids per row (repeats merged, blanks dropped)."""
+    best = logits.argmax(-1).tolist()  # [B][T]
+    out = []
+    for i, path in enumerate(best):
+        if lengths is not None:
+            path = path[: lengths[i]]
+        ids, prev = [], blank
+        for p in path:
+            if p != prev and p != blank:
+                ids.append(p)
+            prev = p
+        out.append(ids)
+    return out
+
+
+def _log_cumsum_linear(log_y: torch.Tensor, log_u: torch.Tensor) -> torch.Tensor:
+    """Solve r_t = (r_{t-1} + u_t) * y_t (r_{-1} = 0) in log space for all t: [..., T] -> [..., T].
+
+    r_t = sum_{s<=t} u_s * prod_{k=s..t} y_k = exp(C_t) * sum_{s<=t} u_s / exp(C_{s-1}),
+    with C the cumulative sum of log y.
+    """
+    c = log_y.cumsum(-1)
+    c_prev = torch.cat([torch.zeros_like(c[..., :1]), c[..., :-1]], dim=-1)
+    return c + torch.logcumsumexp(log_u - c_prev, dim=-1)
+
+
+class CtcPrefixScorer:
+    """CTC prefix scores for B rows of per-frame log-probabilities [B, T, V] (float64 math)."""
+
+    def __init__(self, log_probs: torch.Tensor, blank: int, lengths: torch.Tensor | None = None) -> None:
+        # finite floor: the cumulative-sum solution subtracts running sums, and -inf - -inf is nan
+        lp = log_probs.double().clamp_min(LOG_FLOOR)
+        b, t, _ = lp.shape
+        if lengths is not None:  # frames past a row's length: blank with certainty
+            pad = torch.arange(t, device=lp.device)[None, :] >= lengths.to(lp.device)[:, None]
+            lp = lp.masked_fill(pad[..., None], LOG_FLOOR)
+            lp[..., blank] = lp[..., blank].masked_fill(pad, 0.0)
+        self.lp = lp  # [B, T, V]
+        self.blank = blank
+        neg = torch.full((b, t), float("-inf"), dtype=lp.dtype, device=lp.device)
+        # empty prefix: r^n = -inf, r^b_t = sum of blank log-probs up to t
+        self.r_n = neg  # [B, T]
+        self.r_b = lp[..., blank].cumsum(-1)
+        self.last = [None] * b  # last label of each row's prefix
+        self.score = torch.zeros(b, dtype=lp.dtype, device=lp.device)  # log P(prefix, ...)
+
+    def _extend(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For every row and candidate c: (prefix score [B, V], r_n [B, V, T], r_b [B, V, T])."""
+        lp, r_n, r_b = self.lp, self.r_n, self.r_b
+        b, t, v = lp.shape
+        r_sum = torch.logaddexp(r_n, r_b)  # [B, T]
+        # phi_t(c) = r^b_t + (r^n_t if c != last else -inf) : prefix mass that may be followed by c
+        phi = r_sum[:, None, :].expand(b, v, t).clone()  # [B, V, T]
+        for i, last in enumerate(self.last):
+            if last is not None:
+                phi[i, last] = r_b[i]
+        # frame 0: c starts the path only for the empty prefix
+        empty = torch.tensor([last is None for last in self.last], device=lp.device)
+        log_y = lp.transpose(1, 2)  # [B, V, T]
+        u = torch.cat([torch.full_like(phi[..., :1], float("-inf")), phi[..., :-1]], dim=-1)
+        u[..., 0] = torch.where(empty[:, None], torch.zeros_like(u[..., 0]), u[..., 0])
+        new_n = _log_cumsum_linear(log_y, u)  # r^n_t(h+c)
+        # r^b_t(h+c) = (r^b_{t-1}(h+c) + r^n_{t-1}(h+c)) * y_t(blank) = cumulative over frames
+        log_blank = lp[..., self.blank][:, None, :].expand(b, v, t)
+        new_n_prev = torch.cat([torch.full_like(new_n[..., :1], float("-inf")), new_n[..., :-1]], dim=-1)
+        new_b = _log_cumsum_linear(log_blank, new_n_prev)
+        # P(h+c, ...) = sum_t phi_{t-1}(c) * y_t(c)
+        score = torch.logsumexp(u + log_y, dim=-1)  # [B, V]
+        return score, new_n, new_b
+
+    def next_scores(self) -> torch.Tensor:
+        """[B, V]: log P_ctc(prefix + c, ...) - log P_ctc(prefix, ...) for every c (blank: -inf;
+        it stands for ending the transcript, scored by ``end_scores``)."""
+        score, _, _ = self._extend()
+        out = score - self.score[:, None]
+        out[:, self.blank] = float("-inf")
+        return out.float()
+
+    def end_scores(self) -> torch.Tensor:
+        """[B]: log P_ctc(the prefix is the whole transcript) - log P_ctc(prefix, ...)."""
+        return (torch.logaddexp(self.r_n[:, -1], self.r_b[:, -1]) - self.score).float()
+
+    def advance(self, chosen: list[int | None]) -> None:
+        """Append ``chosen[i]`` to row i's prefix (None: the row is finished, left unchanged)."""
+        score, new_n, new_b = self._extend()
+        for i, c in enumerate(chosen):
+            if c is None:
+                continue
+            self.r_n[i] = new_n[i, c]
+            self.r_b[i] = new_b[i, c]
+            self.score[i] = score[i, c]
+            self.last[i] = c
