@@ -53,18 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
 
-    ev = subparsers.add_parser("eval", help="evaluate a checkpoint or the shipped model")
-    ev.add_argument("--checkpoint", type=Path, default=None, help="training .pt (default: shipped model)")
-    ev.add_argument("--pages", type=int, default=48)
+    ev = subparsers.add_parser("eval", help="evaluate a model folder (default: the shipped model)")
+    ev.add_argument("--model", type=Path, default=None, help="snapshot folder (default: shipped model)")
+    ev.add_argument("--lines", type=int, default=256, help="held-out lines per line split")
+    ev.add_argument("--pages", type=int, default=12, help="synthetic held-out pages")
     ev.add_argument("--out", type=Path, default=None, help="write the eval JSON here")
     ev.set_defaults(func=cmd_eval)
 
     ex = subparsers.add_parser("export", help="ship a training checkpoint to ocrstream/assets/model")
-    ex.add_argument("checkpoint", type=Path)
+    ex.add_argument("checkpoint", type=Path, help="a run's ckpt.pt or best.pt")
     ex.add_argument("--out", type=Path, default=ASSETS / "model")
-    ex.add_argument("--pages", type=int, default=48, help="eval pages per split for eval.json")
+    ex.add_argument("--lines", type=int, default=256, help="eval lines per line split for eval.json")
+    ex.add_argument("--pages", type=int, default=12, help="eval pages for eval.json")
     ex.set_defaults(func=cmd_export)
-
 
 def cmd_corpus(args: argparse.Namespace) -> int:
     from ocrstream.data.corpus import build_corpus, default_corpus_path
@@ -121,39 +122,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_for_eval(checkpoint: Path | None):
-    from ocrstream.train.export import ASSET_DIR, load_checkpoint_model
-    from ocrstream.train.tokenizer import load_tokenizer
-
-    if checkpoint is None:
-        from ocrstream.model.weights import load_snapshot
-
-        return load_snapshot(ASSET_DIR, dtype="float32"), load_tokenizer(ASSET_DIR / "tokenizer.json")
-    model, _ = load_checkpoint_model(checkpoint, ASSETS / "model" / "tokenizer.json")
-    return model, load_tokenizer(ASSETS / "model" / "tokenizer.json")
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
+    from ocrstream.model.runtime import OcrModel
     from ocrstream.train.evaluate import evaluate_model, write_eval
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    model, tok = _load_for_eval(args.checkpoint)
-    res = evaluate_model(model, tok, n_pages=args.pages)
+    ocr = OcrModel.load(args.model)
+    res = evaluate_model(ocr, n_lines=args.lines, n_pages=args.pages)
     if args.out:
-        write_eval(res, args.out, {"checkpoint": str(args.checkpoint or "shipped")})
-    print(json.dumps({k: {m: v for m, v in s.items()} for k, s in res["splits"].items()}, indent=2))
+        write_eval(res, args.out, {"model": str(args.model or "shipped")})
+    print(json.dumps({k: {m: v for m, v in s.items() if m != "examples"} for k, s in res.items()}, indent=2))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ocrstream.model.runtime import OcrModel
+    from ocrstream.train.card import write_card
     from ocrstream.train.evaluate import evaluate_model, write_eval
     from ocrstream.train.export import export
 
-    info = export(args.checkpoint, ASSETS / "model" / "tokenizer.json", args.out)
-    model, tok = _load_for_eval(None if args.out == ASSETS / "model" else args.checkpoint)
-    res = evaluate_model(model, tok, n_pages=args.pages)
+    info = export(args.checkpoint, args.out)
+    res = evaluate_model(OcrModel.load(args.out), n_lines=args.lines, n_pages=args.pages)
     write_eval(res, args.out / "eval.json", info)
-    print(json.dumps(res["splits"], indent=2))
+    metrics = args.checkpoint.parent / "metrics.jsonl"
+    write_card(args.out, metrics if metrics.exists() else None)
+    print(json.dumps({k: s["cer"] for k, s in res.items()}, indent=2))
     return 0

@@ -344,4 +344,35 @@ def tiny_test_config(vocab_size: int = 96) -> DeepseekOCRConfig:
     return cfg
 
 
-PRESETS = {"official": official_config, "embedded": embedded_config, "tiny": tiny_test_config}
+def tiny_lines_config(vocab_size: int = 96) -> DeepseekOCRConfig:
+    """A very small line-strip reader for unit tests (the embedded model's geometry, tiny dims)."""
+    cfg = tiny_test_config(vocab_size=vocab_size)
+    cfg.sam = SamConfig(
+        img_size=32,
+        patch_size=2,
+        width=32,
+        depth=2,
+        heads=2,
+        window_size=4,
+        global_attn_indexes=(),
+        neck_chans=16,
+        downsample_channels=(24, 48),
+        stem_chans=(8, 16),
+        strip_height=32,
+        max_width=512,
+        compress_stride=(2, 1),
+    )
+    cfg.clip = ClipConfig(width=48, layers=1, heads=2, max_positions=64)
+    cfg.ctc_head = True
+    cfg.default_mode = "lines"
+    cfg.name = "tiny-lines"
+    cfg.validate()
+    return cfg
+
+
+PRESETS = {
+    "official": official_config,
+    "embedded": embedded_config,
+    "tiny": tiny_test_config,
+    "tiny-lines": tiny_lines_config,
+}

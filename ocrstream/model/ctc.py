@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 
-
 LOG_FLOOR = -1e4  # log-probability floor (float64): e^-10000 is zero for every purpose here
 
 
@@ -64,39 +63,45 @@ class CtcPrefixScorer:
         self.r_n = neg  # [B, T]
         self.r_b = lp[..., blank].cumsum(-1)
         self.last = [None] * b  # last label of each row's prefix
+        # labels of each row's best path, padded with its first (guided decoding's candidates)
+        paths = [sorted(set(p)) or [blank] for p in ctc_greedy(lp, blank)]
+        width = max(len(p) for p in paths)
+        self.path_labels = torch.tensor([p + [p[0]] * (width - len(p)) for p in paths], device=lp.device)
         self.score = torch.zeros(b, dtype=lp.dtype, device=lp.device)  # log P(prefix, ...)
 
-    def _extend(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For every row and candidate c: (prefix score [B, V], r_n [B, V, T], r_b [B, V, T])."""
+    def _extend(self, cands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For every row and candidate c in ``cands`` [B, K]: (prefix score [B, K], r_n [B, K, T],
+        r_b [B, K, T])."""
         lp, r_n, r_b = self.lp, self.r_n, self.r_b
-        b, t, v = lp.shape
+        b, t, _ = lp.shape
+        k = cands.shape[1]
         r_sum = torch.logaddexp(r_n, r_b)  # [B, T]
-        # phi_t(c) = r^b_t + (r^n_t if c != last else -inf) : prefix mass that may be followed by c
-        phi = r_sum[:, None, :].expand(b, v, t).clone()  # [B, V, T]
-        for i, last in enumerate(self.last):
-            if last is not None:
-                phi[i, last] = r_b[i]
-        # frame 0: c starts the path only for the empty prefix
-        empty = torch.tensor([last is None for last in self.last], device=lp.device)
-        log_y = lp.transpose(1, 2)  # [B, V, T]
+        # phi_t(c) = r^b_t + (r^n_t if c != last else -inf): prefix mass that may be followed by c
+        last = torch.tensor([-1 if x is None else x for x in self.last], device=lp.device)
+        same = cands == last[:, None]  # [B, K]
+        phi = torch.where(same[..., None], r_b[:, None, :], r_sum[:, None, :])  # [B, K, T]
+        log_y = torch.gather(lp, 2, cands[:, None, :].expand(b, t, k)).transpose(1, 2)  # [B, K, T]
         u = torch.cat([torch.full_like(phi[..., :1], float("-inf")), phi[..., :-1]], dim=-1)
-        u[..., 0] = torch.where(empty[:, None], torch.zeros_like(u[..., 0]), u[..., 0])
+        empty = (last < 0)[:, None].expand(b, k)  # frame 0 starts c only for the empty prefix
+        u[..., 0] = torch.where(empty, torch.zeros_like(u[..., 0]), u[..., 0])
         new_n = _log_cumsum_linear(log_y, u)  # r^n_t(h+c)
-        # r^b_t(h+c) = (r^b_{t-1}(h+c) + r^n_{t-1}(h+c)) * y_t(blank) = cumulative over frames
-        log_blank = lp[..., self.blank][:, None, :].expand(b, v, t)
+        # r^b_t(h+c) = (r^b_{t-1}(h+c) + r^n_{t-1}(h+c)) * y_t(blank)
+        log_blank = lp[..., self.blank][:, None, :].expand(b, k, t)
         new_n_prev = torch.cat([torch.full_like(new_n[..., :1], float("-inf")), new_n[..., :-1]], dim=-1)
         new_b = _log_cumsum_linear(log_blank, new_n_prev)
-        # P(h+c, ...) = sum_t phi_{t-1}(c) * y_t(c)
-        score = torch.logsumexp(u + log_y, dim=-1)  # [B, V]
+        score = torch.logsumexp(u + log_y, dim=-1)  # P(h+c, ...) = sum_t phi_{t-1}(c) y_t(c)
+        score = score.masked_fill(cands == self.blank, float("-inf"))
         return score, new_n, new_b
 
-    def next_scores(self) -> torch.Tensor:
-        """[B, V]: log P_ctc(prefix + c, ...) - log P_ctc(prefix, ...) for every c (blank: -inf;
-        it stands for ending the transcript, scored by ``end_scores``)."""
-        score, _, _ = self._extend()
-        out = score - self.score[:, None]
-        out[:, self.blank] = float("-inf")
-        return out.float()
+    def next_scores(self, cands: torch.Tensor | None = None) -> torch.Tensor:
+        """log P_ctc(prefix + c, ...) - log P_ctc(prefix, ...) for the candidates ``cands`` [B, K]
+        (default: every label, [B, V]). The blank scores -inf: ending is ``end_scores``."""
+        if cands is None:
+            cands = torch.arange(self.lp.shape[2], device=self.lp.device).expand(self.lp.shape[0], -1)
+        cands = cands.to(self.lp.device)
+        score, new_n, new_b = self._extend(cands)
+        self._cached = (cands, score, new_n, new_b)
+        return (score - self.score[:, None]).float()
 
     def end_scores(self) -> torch.Tensor:
         """[B]: log P_ctc(the prefix is the whole transcript) - log P_ctc(prefix, ...)."""
@@ -104,11 +109,20 @@ class CtcPrefixScorer:
 
     def advance(self, chosen: list[int | None]) -> None:
         """Append ``chosen[i]`` to row i's prefix (None: the row is finished, left unchanged)."""
-        score, new_n, new_b = self._extend()
+        cached = getattr(self, "_cached", None)
         for i, c in enumerate(chosen):
             if c is None:
                 continue
-            self.r_n[i] = new_n[i, c]
-            self.r_b[i] = new_b[i, c]
-            self.score[i] = score[i, c]
+            hit = None if cached is None else (cached[0][i] == c).nonzero()
+            if hit is None or len(hit) == 0:
+                one = torch.full((self.lp.shape[0], 1), c, dtype=torch.long, device=self.lp.device)
+                score, new_n, new_b = self._extend(one)
+                j = 0
+            else:
+                _, score, new_n, new_b = cached
+                j = int(hit[0])
+            self.r_n[i] = new_n[i, j]
+            self.r_b[i] = new_b[i, j]
+            self.score[i] = score[i, j]
             self.last[i] = c
+        self._cached = None

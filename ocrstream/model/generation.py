@@ -215,10 +215,21 @@ def generate(
     return GenerationOutput(sequences=generated, stopped=stopped, scores=scores)
 
 
+GUIDE_TOP_K = 8  # decoder candidates rescored by CTC per step (ESPnet's partial scoring)
+
+
 def _guided(logits: torch.Tensor, ctc: CtcPrefixScorer, weight: float, stop: list[int]) -> torch.Tensor:
-    """Decoder logits [B, V] -> joint CTC/attention scores [B, V] (see ``generate``)."""
+    """Decoder logits [B, V] -> joint CTC/attention scores [B, V] (see ``generate``): the decoder's
+    top-k candidates get (1 - w) log p_dec + w CTC prefix score, the stop tokens the CTC score of
+    ending here, everything else -inf."""
     att = torch.log_softmax(logits, dim=-1)
-    pre = ctc.next_scores().to(att.device)
+    top = att.topk(min(GUIDE_TOP_K, att.shape[1]), dim=-1).indices  # [B, K]
+    # plus every label on the row's CTC best path, so the CTC reading is always a candidate
+    top = torch.cat([top, ctc.path_labels.to(top.device)], dim=1)
+    pre = ctc.next_scores(top).to(att.device)
+    out = torch.full_like(att, float("-inf"))
+    out.scatter_(1, top, (1 - weight) * att.gather(1, top) + weight * pre)
+    end = ctc.end_scores().to(att.device)
     for s in stop:  # the stop token: the CTC probability that the transcript ends here
-        pre[:, s] = ctc.end_scores().to(att.device)
-    return (1 - weight) * att + weight * pre
+        out[:, s] = (1 - weight) * att[:, s] + weight * end
+    return out

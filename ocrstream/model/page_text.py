@@ -62,15 +62,17 @@ def blocks(lines: Sequence[TextLine]) -> list[list[int]]:
     return out
 
 
-def _join_block(idx: list[int], lines: Sequence[TextLine], texts: Sequence[str]) -> str:
+def _join_block(
+    idx: list[int], lines: Sequence[TextLine], texts: Sequence[str], column: tuple[float, float]
+) -> str:
+    """A block's text: prose (every line but the last spans most of its column) joined into one
+    paragraph; anything else keeps its line breaks."""
     parts = [texts[i].strip() for i in idx if texts[i].strip()]
     if len(parts) <= 1:
         return parts[0] if parts else ""
-    right = max(lines[i].box[2] for i in idx)
-    left = min(lines[i].box[0] for i in idx)
-    span = max(1, right - left)
-    body = idx[:-1]
-    prose = all((lines[i].box[2] - left) >= FULL_LINE * span for i in body) and not any(
+    left, right = column
+    span = max(1.0, right - left)
+    prose = all((lines[i].box[2] - left) >= FULL_LINE * span for i in idx[:-1]) and not any(
         texts[i].lstrip().startswith(BULLETS) for i in idx[1:]
     )
     return " ".join(parts) if prose else "\n".join(parts)
@@ -90,9 +92,13 @@ def page_text(
             for ln, t in zip(lines, texts, strict=True)
             if t.strip()
         )
+    columns: dict[int, tuple[float, float]] = {}
+    for ln in lines:
+        lo, hi = columns.get(ln.column, (ln.box[0], ln.box[2]))
+        columns[ln.column] = (min(lo, ln.box[0]), max(hi, ln.box[2]))
     out = []
     for idx in blocks(lines):
-        body = _join_block(idx, lines, texts)
+        body = _join_block(idx, lines, texts, columns[lines[idx[0]].column])
         if not body:
             continue
         x1 = min(lines[i].box[0] for i in idx)

@@ -391,6 +391,32 @@ class OcrModel:
             results.append(DecodeResult(page_text(lines, texts, prompt, vt.image_size), ids, True, len(ids)))
         return results
 
+    def strip_tokens(self, width: int) -> int:
+        """Vision tokens of a strip ``width`` px wide (after padding to the width multiple)."""
+        sam = self.config.sam
+        padded = min(sam.max_width, -(-width // sam.width_multiple) * sam.width_multiple)
+        return padded // sam.token_px[1]
+
+    @torch.no_grad()
+    def read_line_images(
+        self, strips: Sequence[Image.Image], mode: str = "lines", max_new_tokens: int = 512
+    ) -> list[str]:
+        """Texts of already cut line strips (``ocrstream.model.lines.line_strip`` images), in order."""
+        sam = self.config.sam
+        padded = [pad_strip(s.convert("L"), sam.width_multiple, sam.max_width) for s in strips]
+        views: list[torch.Tensor | None] = [None] * len(padded)
+        by_width: dict[int, list[int]] = {}
+        for i, s in enumerate(padded):
+            by_width.setdefault(s.width, []).append(i)
+        for width, idx in by_width.items():
+            for k in range(0, len(idx), self.LINE_BATCH):
+                chunk = idx[k : k + self.LINE_BATCH]
+                pixels = strips_to_tensor([padded[i] for i in chunk], width).to(self.device, self.model.dtype)
+                for i, t in zip(chunk, self.model.encode_strips(pixels).projected, strict=True):
+                    views[i] = self.model.layout_strip(t)
+        seqs = self.read_strips([v for v in views if v is not None], max_new_tokens, mode)
+        return [self.tokenizer.decode(s, skip_special_tokens=True) for s in seqs]
+
     @torch.no_grad()
     def read_strips(
         self, views: list[torch.Tensor], max_new_tokens: int = 512, mode: str = "lines"

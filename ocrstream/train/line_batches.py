@@ -100,7 +100,11 @@ def compute_loss(
     ctc_weight: float = 1.0,
     corrupt_rate: float = 0.1,
     rng: random.Random | None = None,
+    ar_rows: int | None = None,
 ) -> LineLoss:
+    """CTC on every row; the autoregressive loss on the first ``ar_rows`` rows (default all): the
+    decoder pass costs as much as the encoder's, and the CTC-trained tokens carry most of the
+    reading, so the decoder can learn from part of each batch."""
     feats = model.encode_strips(batch.pixels)
     tokens = feats.projected  # [B, n, D]
     b, n, _ = tokens.shape
@@ -114,10 +118,11 @@ def compute_loss(
         blank=special["pad_token_id"],
         zero_infinity=True,  # a squeezed rung may hold more characters than tokens
     )
-    ids, labels, mask = decoder_rows(tok, n, batch.targets, special)
+    k = b if ar_rows is None else max(1, min(b, ar_rows))
+    ids, labels, mask = decoder_rows(tok, n, batch.targets[:k], special)
     first_char = len(SPECIAL_TOKENS)
     inputs = corrupt(ids, labels, corrupt_rate, first_char, tok.get_vocab_size() - 1, rng or random.Random(0))
-    embeds = [model.layout_strip(tokens[i]) for i in range(b)]
+    embeds = [model.layout_strip(tokens[i]) for i in range(k)]
     out = model(inputs, image_embeds=embeds, attention_mask=mask, labels=labels)
     aux = out.aux_loss if out.aux_loss is not None else torch.zeros(())
     with torch.no_grad():

@@ -61,6 +61,7 @@ class LineTrainConfig:
     weight_decay: float = 0.05
     clip: float = 1.0
     ctc_weight: float = 1.0
+    ar_share: float = 0.5  # rows of each batch that also train the decoder (CTC trains on all)
     corrupt_rate: float = 0.1
     random_share: float = 0.5  # random-character lines
     eval_every: int = 250  # greedy-CTC CER on the held-out lines
@@ -182,6 +183,8 @@ class LineTrainer:
                 (self.gen.sample(self.rng) for _ in range(tc.batch * tc.pool)), key=lambda s: s.strip.width
             )
             batches = [lines[i : i + tc.batch] for i in range(0, len(lines), tc.batch)]
+            for b in batches:  # rows in random order: the decoder trains on the first ar_share of them
+                self.rng.shuffle(b)
             self.rng.shuffle(batches)
             wm = self.model.config.sam.width_multiple
             self.queue = [make_batch(b, self.tok, wm, MAX_WIDTH) for b in batches]
@@ -195,7 +198,14 @@ class LineTrainer:
             g["lr"] = lr
         self.model.train()
         out = compute_loss(
-            self.model, batch, self.tok, self.special, tc.ctc_weight, tc.corrupt_rate, self.rng
+            self.model,
+            batch,
+            self.tok,
+            self.special,
+            tc.ctc_weight,
+            tc.corrupt_rate,
+            self.rng,
+            ar_rows=max(1, round(tc.ar_share * batch.size)),
         )
         self.opt.zero_grad(set_to_none=True)
         out.total.backward()
