@@ -176,7 +176,7 @@ def font_by_name(name: str) -> FontFace:
     raise KeyError(f"unknown or missing font {name!r}; " + _missing_hint())
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=4096)  # every face at every training size (69 x 34) stays loaded
 def load_font(path: Path, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(path), size=size)
 

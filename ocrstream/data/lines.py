@@ -28,6 +28,9 @@ from ocrstream.model.lines import PAD, STRIP_HEIGHT, line_strip
 
 FONT_PX = (11, 44)  # glyph size on the "page" before the strip is scaled: 8-pt at 100 dpi to 22-pt at 144
 TYPICAL_PROBE = "Hdfgjklpqy"  # a prose line's tallest ascenders and deepest descenders
+MIXED_FACES = 0.3  # lines with some words in another face
+WIDE_GAP = 0.06  # lines with one wide gap between words (sometimes with a column rule in it)
+BULLETS = ("\u2022", "-", "*", "\u2013", "1.", "2)", "a)", "(i)")
 
 
 @dataclass
@@ -110,6 +113,8 @@ class LineGenerator:
             text = text.upper()
         elif r < 0.14:
             text = text.title()
+        if rng.random() < 0.08:  # a list item
+            text = f"{rng.choice(BULLETS)} {text}"
         return text
 
     def _random_text(self, rng: random.Random, n: int) -> str:
@@ -127,37 +132,76 @@ class LineGenerator:
         return " ".join(words)[:n]
 
     # ---- rendering ---------------------------------------------------------------------------
+    def _faces_for(self, rng: random.Random, face: FontFace, words: list[str]) -> list[FontFace]:
+        """The face of each word: one face, or (as born-digital documents do) some words in
+        another face (bold, italic, code)."""
+        if len(words) < 2 or rng.random() >= MIXED_FACES:
+            return [face] * len(words)
+        out = []
+        for w in words:
+            alt = rng.choice(self.fonts) if rng.random() < 0.25 else face
+            out.append(alt if set(w) <= coverage(alt.path) else face)
+        return out
+
     def _render(self, rng: random.Random, face: FontFace, text: str, squeeze: float) -> Image.Image:
         px = rng.randint(*FONT_PX)
         font = load_font(face.path, px)
-        bx0, by0, bx1, by1 = font.getbbox(text)
-        tx0, ty0, tx1, ty1 = font.getbbox(TYPICAL_PROBE)
+        words = text.split(" ")
+        faces = self._faces_for(rng, face, words)
+        fonts = [load_font(f.path, px) for f in faces]
+        # extra space at one word gap (a header's "title ..... page", a table's next cell)
+        wide_gap = rng.randrange(1, len(words)) if len(words) > 1 and rng.random() < WIDE_GAP else -1
+        _, ty0, _, ty1 = font.getbbox(TYPICAL_PROBE, anchor="ls")
         typical = (ty1 - ty0) * rng.uniform(0.9, 1.1)  # a column's median band is a noisy estimate
         margin = int(px * 1.5)
         pitch = px * rng.uniform(1.1, 1.7)
-        w = max(bx1, 1) + 2 * margin
+        advance = [f.getlength(w + " ") for w, f in zip(words, fonts, strict=True)]
+        extra = rng.uniform(3, 15) * px if wide_gap > 0 else 0.0
+        w = int(sum(advance) + extra) + 2 * margin
         h = int(3 * pitch + 2 * px)
         bg = rng.randint(185, 255)
         fg = rng.randint(0, max(0, bg - 110))
         img = Image.new("L", (w, h), bg)
         draw = ImageDraw.Draw(img)
-        y = int(h / 2 - px * 0.6)
-        draw.text((margin, y), text, font=font, fill=fg)
+        base = int(h / 2 + px * 0.3)  # baseline: every face of the line sits on it
+        x = float(margin)
+        boxes, gaps = [], []
+        for i, (word, f) in enumerate(zip(words, fonts, strict=True)):
+            if i == wide_gap:
+                gaps.append(x + 0.5 * extra)
+                x += extra
+            if word:
+                draw.text((x, base), word, font=f, fill=fg, anchor="ls")
+                boxes.append(draw.textbbox((x, base), word, font=f, anchor="ls"))
+            x += advance[i]
+        bx0, by0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        bx1, by1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
         for dy in (-pitch, pitch):  # neighbouring lines, whose ascenders/descenders a crop may catch
             if rng.random() < 0.6:
                 other = self._corpus_text(rng, rng.randint(10, 100)) if rng.random() < 0.7 else "x" * 40
-                draw.text((margin + rng.randint(-px, px), y + dy), other, font=font, fill=fg)
-        if rng.random() < 0.04:  # underlined text (links, emphasis)
-            base = y + ty1 - int(0.15 * px)
-            draw.line((margin + bx0, base, margin + bx1, base), fill=fg, width=max(1, px // 14))
+                draw.text((margin + rng.randint(-px, px), base + dy), other, font=font, fill=fg, anchor="ls")
+        r = rng.random()
+        if r < 0.04:  # underlined text (links, emphasis)
+            y = base + max(1, px // 8)
+            draw.line((bx0, y, bx1, y), fill=fg, width=max(1, px // 14))
+        elif r < 0.12:  # a table or box rule above or below the line, inside the crop
+            y = base + ty0 - 0.35 * typical if rng.random() < 0.5 else base + ty1 + 0.3 * typical
+            draw.line((margin - px, y, w - margin + px, y), fill=fg, width=max(1, px // 12))
+        if gaps and rng.random() < 0.5:  # a table's column rule in the wide gap
+            gx = gaps[0]
+            draw.line(
+                (gx, base + ty0 - 0.4 * typical, gx, base + ty1 + 0.4 * typical),
+                fill=fg,
+                width=max(1, px // 12),
+            )
         if self.degrade:
             img = _degrade(rng, img, px)
         jit = 0.06 * typical
         box = (
-            margin + bx0 + rng.uniform(-jit, jit),
-            y + by0 + rng.uniform(-jit, jit),
-            margin + bx1 + rng.uniform(-jit, jit),
-            y + by1 + rng.uniform(-jit, jit),
+            bx0 + rng.uniform(-jit, jit),
+            by0 + rng.uniform(-jit, jit),
+            bx1 + rng.uniform(-jit, jit),
+            by1 + rng.uniform(-jit, jit),
         )
         band = max(box[3] - box[1], typical)
         return line_strip(

@@ -11,7 +11,14 @@ from PIL import Image, ImageDraw
 
 from ocrstream.model.config import DeepseekOCRConfig, tiny_lines_config
 from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
-from ocrstream.model.lines import find_text_lines, line_strip, pad_strip, split_wide, strip_box, strips_to_tensor
+from ocrstream.model.lines import (
+    find_text_lines,
+    line_strip,
+    pad_strip,
+    split_wide,
+    strip_box,
+    strips_to_tensor,
+)
 from ocrstream.model.modes import get_mode
 from ocrstream.model.page_text import page_text
 from ocrstream.model.runtime import OcrModel, VisionTokens, view_blobs
