@@ -55,6 +55,7 @@ class LineGenerator:
         squeezes: Sequence[tuple[float, float]] = ((1.0, 1.0),),
         height: int = STRIP_HEIGHT,
         degrade: bool = True,
+        max_width: int | None = None,
     ) -> None:
         if not paragraphs:
             raise ValueError(f"no paragraphs for split {split!r}")
@@ -69,6 +70,7 @@ class LineGenerator:
         self.squeeze_weights = [w for _, w in squeezes]
         self.height = height
         self.degrade = degrade
+        self.max_width = max_width  # wider strips are drawn again (the encoder's widest strip)
 
     def line(self, index: int) -> LineSample:
         """Deterministic line ``index`` of this split."""
@@ -82,7 +84,8 @@ class LineGenerator:
             if normalize(text):
                 squeeze = rng.choices(self.squeezes, self.squeeze_weights)[0]
                 strip = self._render(rng, face, text, squeeze)
-                return LineSample(strip, normalize(text), face.name, kind, squeeze)
+                if self.max_width is None or strip.width <= self.max_width:
+                    return LineSample(strip, normalize(text), face.name, kind, squeeze)
         raise RuntimeError("could not draw a non-empty line")
 
     # ---- text --------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import torch
 from ocrstream.data.corpus import corpus_fingerprint, load_corpus
 from ocrstream.data.fonts import heldout_fonts, train_fonts
 from ocrstream.data.lines import LineGenerator
+from ocrstream.data.render import seed_for
 from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
 from ocrstream.train.line_batches import LineBatch, compute_loss, make_batch
 from ocrstream.train.line_eval import evaluate_batches
@@ -105,23 +106,27 @@ def make_optimizer(model: torch.nn.Module, tc: LineTrainConfig) -> torch.optim.O
     )
 
 
-def eval_sets(tok, seed: int, n: int, width_multiple: int) -> dict[str, list[LineBatch]]:  # noqa: ANN001
+def eval_sets(
+    tok, seed: int, n: int, width_multiple: int, max_width: int = MAX_WIDTH
+) -> dict[str, list[LineBatch]]:  # noqa: ANN001
     """Fixed held-out lines: val-split text in the training faces, test-split text in the held-out
     face; base rung (and the squeezed rungs for the curve); degraded like training lines."""
     corpus = load_corpus()
     sets = {
-        "val": LineGenerator(corpus["val"], train_fonts(), "val", seed),
-        "font": LineGenerator(corpus["test"], heldout_fonts(), "font", seed),
+        "val": LineGenerator(corpus["val"], train_fonts(), "val", seed, max_width=max_width),
+        "font": LineGenerator(corpus["test"], heldout_fonts(), "font", seed, max_width=max_width),
     }
     out = {}
     for name, gen in sets.items():
         lines = sorted((gen.line(i) for i in range(n)), key=lambda s: s.strip.width)
-        out[name] = [make_batch(lines[i : i + 32], tok, width_multiple, MAX_WIDTH) for i in range(0, n, 32)]
+        out[name] = [make_batch(lines[i : i + 32], tok, width_multiple, max_width) for i in range(0, n, 32)]
     return out
 
 
 class LineTrainer:
-    def __init__(self, tc: LineTrainConfig, run_dir: Path | None = None) -> None:
+    """``make_config(vocab_size, special_ids)`` builds the model config (default: the recipe's)."""
+
+    def __init__(self, tc: LineTrainConfig, run_dir: Path | None = None, make_config=model_config) -> None:  # noqa: ANN001
         self.tc = tc
         self.dir = run_dir or default_run_dir(tc.run)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -132,16 +137,27 @@ class LineTrainer:
             build_char_tokenizer().save(str(tok_path))
         self.tok = load_tokenizer(tok_path)
         self.special = special_ids(self.tok)
-        self.model = DeepseekOCRForCausalLM(model_config(self.tok.get_vocab_size(), self.special))
+        self.model = DeepseekOCRForCausalLM(make_config(self.tok.get_vocab_size(), self.special))
         self.opt = make_optimizer(self.model, tc)
         self.state = RunState()
         self.rng = random.Random(tc.seed)
         corpus = load_corpus()
-        self.gen = LineGenerator(corpus["train"], train_fonts(), "train", tc.seed, tc.random_share, SQUEEZES)
+        self.max_width = self.model.config.sam.max_width
+        self.gen = LineGenerator(
+            corpus["train"],
+            train_fonts(),
+            "train",
+            tc.seed,
+            tc.random_share,
+            SQUEEZES,
+            max_width=self.max_width,
+        )
         self.corpus_id = corpus_fingerprint()
-        self.queue: list[LineBatch] = []
+        self.pool: tuple[int, list[LineBatch]] = (-1, [])
         self._resume()
-        self.val = eval_sets(self.tok, tc.seed, tc.eval_lines, self.model.config.sam.width_multiple)
+        self.val = eval_sets(
+            self.tok, tc.seed, tc.eval_lines, self.model.config.sam.width_multiple, self.max_width
+        )
 
     # ---- checkpoints -------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -177,18 +193,22 @@ class LineTrainer:
 
     # ---- steps -------------------------------------------------------------------------------
     def next_batch(self) -> LineBatch:
-        if not self.queue:
-            tc = self.tc
+        """Batch ``step`` of the run: pools are drawn from their own seeds, so a resumed run sees
+        exactly the batches an uninterrupted one would."""
+        tc = self.tc
+        k, within = divmod(self.state.step, tc.pool)
+        if self.pool[0] != k:
+            rng = random.Random(seed_for(tc.seed, "line-pool", k))
             lines = sorted(
-                (self.gen.sample(self.rng) for _ in range(tc.batch * tc.pool)), key=lambda s: s.strip.width
+                (self.gen.sample(rng) for _ in range(tc.batch * tc.pool)), key=lambda s: s.strip.width
             )
             batches = [lines[i : i + tc.batch] for i in range(0, len(lines), tc.batch)]
             for b in batches:  # rows in random order: the decoder trains on the first ar_share of them
-                self.rng.shuffle(b)
-            self.rng.shuffle(batches)
+                rng.shuffle(b)
+            rng.shuffle(batches)
             wm = self.model.config.sam.width_multiple
-            self.queue = [make_batch(b, self.tok, wm, MAX_WIDTH) for b in batches]
-        return self.queue.pop()
+            self.pool = (k, [make_batch(b, self.tok, wm, self.max_width) for b in batches])
+        return self.pool[1][within]
 
     def step(self) -> dict:
         tc, st = self.tc, self.state
