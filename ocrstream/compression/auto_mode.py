@@ -78,7 +78,9 @@ def choose_mode(
     text_tokens = est.text_tokens(curve.chars_per_token)
 
     def score(m: Mode) -> tuple[int, float, float]:
-        placeholders, enc = page_tokens(m, size)
+        placeholders, enc = page_tokens(m, size, page_image)
+        if enc <= 0:  # no text lines: nothing to read, every rung is as good
+            return placeholders, 0.0, 1.0
         ratio = text_tokens / enc
         return placeholders, ratio, curve.expected_precision(m, ratio)
 

@@ -146,7 +146,11 @@ class CompressionCurve:
             raise ValueError(f"compression curve schema {raw.get('schema')!r}, expected {SCHEMA}")
         modes = {}
         for name, row in raw["modes"].items():
-            mode = Mode(name, int(row["base_size"]), int(row["image_size"]), bool(row["crop"]))
+            mode = (
+                get_mode(name)  # a lines rung: its squeeze is in its name
+                if name.startswith("lines")
+                else Mode(name, int(row["base_size"]), int(row["image_size"]), bool(row["crop"]))
+            )
             pts = [
                 CurvePoint(float(p["compression"]), float(p["precision"]), int(p.get("pages", 1)))
                 for p in row["points"]
@@ -270,8 +274,15 @@ def measure(
             chunk = pages[i : i + batch]
             vts = model.encode_batch([img for img, _ in chunk], mode)
             res = model.decode(vts, prompt="free_ocr", max_new_tokens=max_new_tokens)
-            for (img, ref), r in zip(chunk, res, strict=True):
-                nv = num_encoder_tokens(mode, *img.size)
+            for (img, ref), r, vt in zip(chunk, res, vts, strict=True):
+                # a lines mode's tokens are its strips' (two layout slots each are not vision tokens)
+                nv = (
+                    sum(vt.view_lengths) - 2 * len(vt.view_lengths)
+                    if mode.lines
+                    else num_encoder_tokens(mode, *img.size)
+                )
+                if nv <= 0:
+                    continue
                 ntext = len(model.tokenizer.encode(ref))
                 out.append(PageSample(mode.name, ntext, nv, max(0.0, 1.0 - cer(ref, r.text)), len(ref)))
         done = [s for s in out if s.mode == mode.name]
@@ -311,6 +322,23 @@ def eval_pages(n: int, size: int, seed: int = 11) -> list[tuple]:
     return [(p.image, p.text) for p in (gen.page(i, levels[i % len(levels)]) for i in range(n))]
 
 
+def line_model_pages(n: int, seed: int = 11) -> list[tuple]:
+    """Held-out pages for a line-strip model: synthetic A4 PDFs (test-split text, training faces)
+    rasterised at the pipeline's 144 dpi, with the text they show."""
+    from ocrstream.data.corpus import load_corpus
+    from ocrstream.data.fonts import train_fonts
+    from ocrstream.data.pages import PageMaker
+    from ocrstream.services.rasterizer.raster import Limits, rasterize
+
+    maker = PageMaker(load_corpus()["test"], train_fonts(), "curve", seed)
+    out = []
+    for i in range(n):
+        p = maker.page(i)
+        _, it = rasterize(p.pdf, Limits())
+        out.append((next(iter(it)).image, p.text))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="measure and store a model's compression curve")
     ap.add_argument("--checkpoint", type=Path, default=None, help="snapshot folder (default: shipped model)")
@@ -331,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.checkpoint or SHIPPED_MODEL_DIR
     model = OcrModel.load(folder)
     modes = model_ladder(model.config)
+    strips = model.config.sam.strips
     size = int(model.config.sam.img_size)  # the view the model was trained at: its "base" page
-    pages = eval_pages(args.pages, size)
+    pages = line_model_pages(args.pages) if strips else eval_pages(args.pages, size)
     samples = measure(model, pages, modes, args.max_new_tokens)
     curve = curve_from_samples(
         samples,
@@ -345,8 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         provenance={
             "script": "python -m ocrstream.compression.curve",
             "pages_per_mode": args.pages,
-            "page_size": size,
-            "pages": "held-out test-split text, training fonts, levels 0-3 (ocrstream.data.render)",
+            "page_size": "A4 at 144 dpi" if strips else size,
+            "pages": (
+                "synthetic A4 PDFs of held-out test-split text in the training faces (ocrstream.data.pages)"
+                if strips
+                else "held-out test-split text, training fonts, levels 0-3 (ocrstream.data.render)"
+            ),
             "decode": f"greedy, free_ocr, max_new_tokens={args.max_new_tokens}",
             "git_commit": git_commit(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

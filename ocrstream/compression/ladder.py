@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from PIL import Image
+
+from ocrstream.model.lines import count_tokens
 from ocrstream.model.modes import MODES, Mode, get_mode, num_encoder_tokens, num_vision_tokens
 
 # The paper's non-tiled modes, most tokens first: the rungs progressive forgetting walks down.
@@ -41,18 +44,29 @@ def model_ladder(config) -> tuple[Mode, ...]:  # noqa: ANN001 - DeepseekOCRConfi
 
 
 def order_modes(modes: Sequence[Mode] | object) -> tuple[Mode, ...]:
-    """Modes sorted by vision tokens for a square base-size page, most first; duplicates dropped."""
+    """Modes sorted by vision tokens for a square base-size page, most first (lines modes: widest
+    rung first); duplicates dropped."""
     out: dict[str, Mode] = {}
     for m in modes:  # type: ignore[union-attr]
         out.setdefault(m.name, m)
-    return tuple(sorted(out.values(), key=lambda m: -num_vision_tokens(m, m.base_size, m.base_size)))
+
+    def cost(m: Mode) -> float:
+        return m.squeeze * 1e9 if m.lines else num_vision_tokens(m, m.base_size, m.base_size)
+
+    return tuple(sorted(out.values(), key=lambda m: -cost(m)))
 
 
-def page_tokens(mode: Mode | str, size: tuple[int, int]) -> tuple[int, int]:
+def page_tokens(mode: Mode | str, size: tuple[int, int], image: Image.Image | None = None) -> tuple[int, int]:
     """(decoder placeholders, encoder tokens) one page of ``size`` costs in ``mode``.
 
     Placeholders (incl. newline and separator slots) are what a context budget pays; encoder
-    tokens are the paper's "vision tokens" and the denominator of the compression ratio.
+    tokens are the paper's "vision tokens" and the denominator of the compression ratio. A lines
+    mode's cost depends on the page's lines, not its size: it needs the page ``image``.
     """
+    m = get_mode(mode)
+    if m.lines:
+        if image is None:
+            raise ValueError(f"mode {m.name!r} costs what the page's text lines cost: pass the page image")
+        return count_tokens(image, m.squeeze)
     w, h = size
-    return num_vision_tokens(mode, w, h), num_encoder_tokens(mode, w, h)
+    return num_vision_tokens(m, w, h), num_encoder_tokens(m, w, h)

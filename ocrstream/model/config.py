@@ -174,6 +174,9 @@ class DeepseekOCRConfig:
     # "guided" (the decoder with CTC prefix scores, ``generation.generate(ctc=...)``)
     line_decoding: str = "guided"
     ctc_weight: float = 0.5
+    # the rungs auto mode and progressive forgetting choose from (mode specs, most tokens first);
+    # empty: the official ladder scaled to the model's view (``compression.ladder``)
+    compression_modes: tuple[str, ...] = ()
 
     def validate(self) -> None:
         s, c, p, d = self.sam, self.clip, self.projector, self.decoder

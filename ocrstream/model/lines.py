@@ -147,6 +147,34 @@ def page_strips(
     return out
 
 
+def strip_width(line: TextLine, height: int = STRIP_HEIGHT, squeeze: float = 1.0, pad: float = PAD) -> int:
+    """Width in px of ``line``'s strip (what ``line_strip`` makes of it), without drawing it."""
+    x0, y0, x1, y1 = strip_box(line.box, line.band, pad)
+    return max(1, int(round((x1 - x0) * height / (y1 - y0) * squeeze)))
+
+
+def count_tokens(
+    image: Image.Image,
+    squeeze: float = 1.0,
+    height: int = STRIP_HEIGHT,
+    token_width: int = 8,
+    width_multiple: int = 32,
+    max_width: int = 2048,
+) -> tuple[int, int]:
+    """(decoder placeholders, encoder vision tokens) a page costs in a lines mode: each strip
+    padded to ``width_multiple``, too-wide lines cut in pieces, two layout slots per strip."""
+    placeholders = tokens = 0
+    for ln in find_text_lines(image):
+        w = strip_width(ln, height, squeeze)
+        pieces = -(-w // max_width)
+        for k in range(pieces):
+            pw = min(max_width, w - k * max_width)
+            n = min(max_width, -(-pw // width_multiple) * width_multiple) // token_width
+            tokens += n
+            placeholders += n + 2
+    return placeholders, tokens
+
+
 def background(strip: Image.Image) -> int:
     return int(np.percentile(np.asarray(strip.convert("L")), 90))
 

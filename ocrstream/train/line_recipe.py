@@ -16,6 +16,8 @@ MAX_WIDTH = 2048  # px: about 170 characters at the base rung
 # Horizontal compression rungs (strip width factor) and their share of training lines: the
 # base rung reads; the squeezed ones are the cheaper modes auto mode and forgetting pick from.
 SQUEEZES = ((1.0, 0.7), (0.75, 0.15), (0.5, 0.15))
+# The rungs measured for the compression curve, most tokens first: the trained ones and between.
+LADDER = ("lines", "lines-85", "lines-75", "lines-65", "lines-50", "lines-40")
 
 
 def model_config(vocab_size: int, special: dict[str, int]) -> DeepseekOCRConfig:
@@ -56,6 +58,7 @@ def model_config(vocab_size: int, special: dict[str, int]) -> DeepseekOCRConfig:
     d.max_position_embeddings = 1024
     cfg.ctc_head = True
     cfg.default_mode = "lines"
+    cfg.compression_modes = LADDER
     cfg.name = "ocrstream-embedded"
     cfg.validate()
     return cfg
