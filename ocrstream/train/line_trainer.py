@@ -251,6 +251,18 @@ class LineTrainer:
                 res[f"{name}_{k}"] = v
         return res
 
+    def _threads_knob(self) -> None:
+        """``<run dir>/threads`` (a number), when present, sets the torch thread count of a
+        running job: on a shared machine one thread can outrun two that keep being preempted."""
+        path = self.dir / "threads"
+        try:
+            n = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return
+        if n >= 1 and n != torch.get_num_threads():
+            log.info("threads %d -> %d (%s)", torch.get_num_threads(), n, path)
+            torch.set_num_threads(n)
+
     # ---- main loop ---------------------------------------------------------------------------
     def run(self, progress: bool = True) -> RunState:
         from tqdm import tqdm
@@ -268,6 +280,8 @@ class LineTrainer:
             while st.step < tc.steps:
                 if tc.max_minutes and time.time() - t_start > tc.max_minutes * 60:
                     break
+                if st.step % 25 == 0:
+                    self._threads_knob()
                 m = self.step()
                 win_lines += tc.batch
                 st.cpu_seconds = cpu_base + cpu_seconds() - cpu_start
