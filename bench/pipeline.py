@@ -98,7 +98,7 @@ class ProcessPipeline:
         from ocrstream.services.runtime import publish_messages
         from ocrstream.services.wiring import all_topics, build_store
 
-        from ocrstream.bus.kafka import KafkaBus
+        from ocrstream.bus.kafka import KafkaBus, create_topics
         from ocrstream.telemetry import Telemetry
 
         self.ports = {s: _free_port() for s in self.STAGES}
@@ -125,8 +125,11 @@ class ProcessPipeline:
                 f"OCRSTREAM_{key}_METRICS_PORT": str(self.ports[s]),
                 f"OCRSTREAM_{key}_METRICS_HOST": "127.0.0.1",
             }
+        # As a deployment does it: the services only check for their topics.
+        create_topics(
+            common.kafka_bootstrap, dict.fromkeys(all_topics(common.topic_prefix), 2), replication=1
+        )
         bus = KafkaBus(common.kafka_bootstrap, "ocrstream-bench")
-        bus.ensure_topics(all_topics(common.topic_prefix), 2)
         self.log = open(os.path.join(common.store_dir, "services.log"), "ab")  # noqa: SIM115
         self.procs = [
             subprocess.Popen(
@@ -253,9 +256,12 @@ def build_pipeline(args, model):
         cache=args.cache,
     )
     if args.bus == "kafka":
-        from ocrstream.bus.kafka import KafkaBus
+        from ocrstream.services.wiring import all_topics
+
+        from ocrstream.bus.kafka import KafkaBus, create_topics
 
         bus = KafkaBus(common.kafka_bootstrap, "ocrstream-bench")
+        create_topics(common.kafka_bootstrap, dict.fromkeys(all_topics(prefix), 2), replication=1)
     else:
         bus = MemoryBus()
     dec = DecoderConfig(max_new_tokens=args.max_new_tokens, ladder="t=0.0")

@@ -76,8 +76,9 @@ class CommonConfig(_EnvConfig):
     )
     redis_key_prefix: str = _f("ocrstream:", "prefix of every Redis key", "OCRSTREAM_REDIS_KEY_PREFIX")
     s3_endpoint: str = _f("127.0.0.1:9000", "MinIO/S3 endpoint host:port", "OCRSTREAM_S3_ENDPOINT")
-    s3_access_key: str = _f("minioadmin", "S3 access key", "OCRSTREAM_S3_ACCESS_KEY")
-    s3_secret_key: str = _f("minioadmin", "S3 secret key", "OCRSTREAM_S3_SECRET_KEY")
+    # No default credentials: a service pointed at S3 without them fails at start (s3_credentials).
+    s3_access_key: str = _f("", "S3 access key; required when S3 is used", "OCRSTREAM_S3_ACCESS_KEY")
+    s3_secret_key: str = _f("", "S3 secret key; required when S3 is used", "OCRSTREAM_S3_SECRET_KEY")
     s3_bucket: str = _f("ocrstream", "bucket of documents, pages, tokens and results", "OCRSTREAM_S3_BUCKET")
     s3_secure: bool = _f(False, "use https for S3", "OCRSTREAM_S3_SECURE")
     store: str = _f("s3", "blob store: s3 | local", "OCRSTREAM_STORE")
@@ -88,7 +89,32 @@ class CommonConfig(_EnvConfig):
     checkpoint_dir: str = _f(
         "", "model checkpoint folder; empty = the shipped model", "OCRSTREAM_CHECKPOINT_DIR"
     )
-    device: str = _f("cpu", "torch device of the in-process model", "OCRSTREAM_DEVICE")
+    device: str = _f(
+        "cpu",
+        "torch device of the encoder, decoder and expert shards: auto | cuda | cuda:<n> | cpu",
+        "OCRSTREAM_DEVICE",
+    )
+    dtype: str = _f(
+        "", "model weights dtype; empty = bfloat16 on a GPU, float32 on the CPU", "OCRSTREAM_DTYPE"
+    )
+
+    def s3_credentials(self) -> tuple[str, str]:
+        """(access key, secret key); raises with the variables to set when either is empty."""
+        missing = [
+            n
+            for n, v in (
+                ("OCRSTREAM_S3_ACCESS_KEY", self.s3_access_key),
+                ("OCRSTREAM_S3_SECRET_KEY", self.s3_secret_key),
+            )
+            if not v
+        ]
+        if missing:
+            raise ValueError(
+                f"S3 at {self.s3_endpoint} is used but {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} empty: there are no default credentials; set them "
+                '(dev services: eval "$(bash scripts/infra/env.sh)"), or use OCRSTREAM_STORE=local'
+            )
+        return self.s3_access_key, self.s3_secret_key
 
 
 @dataclass(frozen=True)
@@ -111,12 +137,50 @@ class WorkerConfig(_EnvConfig):
 
 
 @dataclass(frozen=True)
+class TopicsConfig(_EnvConfig):
+    """Topic layout, applied by ``ocrstream topics create`` (the chart's topics Job); services only
+    check that their topics exist and re-check every ``check_interval_s`` while they do not."""
+
+    SERVICE = "topics"
+    partitions: int = _f(6, "partitions per pipeline topic (a stage's consumers never exceed its input's)")
+    partitions_by_topic: tuple[str, ...] = _f(
+        (), "per-topic partitions, comma-separated <topic>=<n> without the prefix, e.g. page.rasterized=24"
+    )
+    replication_factor: int = _f(
+        1, "replication factor of created topics (1 = the dev broker; 3 in a cluster)"
+    )
+    check_interval_s: float = _f(5.0, "how often a service re-checks for missing topics (unready meanwhile)")
+
+    def layout(self, prefix: str, suffixes: tuple[str, ...]) -> dict[str, int]:
+        """Full topic name -> partitions for the pipeline's topic ``suffixes``."""
+        by: dict[str, int] = {}
+        for item in self.partitions_by_topic:
+            name, sep, n = item.partition("=")
+            name = name.strip().removeprefix(prefix)
+            if not sep or name not in suffixes or not n.strip().isdigit() or int(n) < 1:
+                raise ValueError(
+                    f"OCRSTREAM_TOPICS_PARTITIONS_BY_TOPIC entry {item!r}: expected <topic>=<n >= 1> with "
+                    f"<topic> one of {', '.join(suffixes)}"
+                )
+            by[name] = int(n)
+        if self.partitions < 1 or self.replication_factor < 1:
+            raise ValueError(
+                f"OCRSTREAM_TOPICS_PARTITIONS={self.partitions} and _REPLICATION_FACTOR="
+                f"{self.replication_factor} must be >= 1"
+            )
+        return {prefix + s: by.get(s, self.partitions) for s in suffixes}
+
+
+@dataclass(frozen=True)
 class IngestConfig(_EnvConfig):
     SERVICE = "ingest"
     host: str = _f("127.0.0.1", "HTTP API bind address")
     port: int = _f(8080, "HTTP API port (also serves /healthz, /readyz, /metrics)")
-    api_keys: tuple[str, ...] = _f((), "comma-separated accepted X-API-Key values; empty = no auth")
-    max_bytes: int = _f(64 * 1024 * 1024, "largest accepted upload")
+    api_keys: tuple[str, ...] = _f(
+        (), "comma-separated accepted API keys (X-API-Key or Authorization: Bearer); required unless DEV_OPEN"
+    )
+    dev_open: bool = _f(False, "serve the API without API keys (local development only; never in a cluster)")
+    max_bytes: int = _f(64 * 1024 * 1024, "largest accepted upload (the request is cut off past it)")
     default_mode: str = _f("default", "encoder mode when the request names none; default = the model's own")
     default_prompt: str = _f(
         "free_ocr", "prompt when the request names none (free_ocr, markdown, grounding, raw)"
@@ -126,6 +190,12 @@ class IngestConfig(_EnvConfig):
     watch_dir: str = _f("", "local folder watched for new documents; empty = off")
     poll_s: float = _f(5.0, "interval of the bucket/folder scans")
     refs_topic: bool = _f(True, "consume the document-reference topic")
+    ref_roots: tuple[str, ...] = _f(
+        (), "comma-separated absolute folders the reference topic may read; empty = no local paths"
+    )
+    ref_buckets: tuple[str, ...] = _f(
+        (), "comma-separated buckets the reference topic may read; empty = none"
+    )
     context_api: bool = _f(
         True, "serve /v1/context (context stores, progressive forgetting); the model loads on first use"
     )
@@ -148,7 +218,8 @@ class EncoderConfig(_EnvConfig):
     # micro-batch size and wait: OCRSTREAM_ENCODER_MAX_BATCH / _MAX_WAIT_MS (WorkerConfig)
     cache_ttl_s: int = _f(7 * 24 * 3600, "TTL of vision tokens in Redis (MinIO keeps them durably)")
     redis_maxmemory_policy: str = _f(
-        "allkeys-lru", "eviction policy set on our Redis at start; empty = leave"
+        "allkeys-lru",
+        "eviction policy the token cache expects: checked at start, a mismatch logged, never set",
     )
 
 
@@ -185,6 +256,7 @@ class AssemblerConfig(_EnvConfig):
 SERVICE_CONFIGS: tuple[type[_EnvConfig], ...] = (
     CommonConfig,
     WorkerConfig,
+    TopicsConfig,
     IngestConfig,
     RasterizerConfig,
     EncoderConfig,

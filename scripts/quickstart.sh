@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/bootstrap.sh
+bash scripts/install_system.sh fonts  # the faces of ocrstream/data/fonts.py (sample PDFs, training pages)
 
 OUT="${OCRSTREAM_QUICKSTART_OUT:-out/quickstart}"
 SAMPLES="ocrstream/assets/samples"

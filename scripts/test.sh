@@ -22,6 +22,12 @@ t="$(now)"
 bash scripts/bootstrap.sh
 log "step bootstrap: $(elapsed "$t")s"
 
+# System packages the tests use: fonts (synthetic pages, held-out font), Tesseract (the comparison
+# bench/test), Chromium (the web console's headless-browser test). Fast when already installed.
+t="$(now)"
+bash scripts/install_system.sh fonts tesseract chromium
+log "step system packages: $(elapsed "$t")s"
+
 read -ra SERVICES <<<"${OCRSTREAM_TEST_SERVICES_LIST:-redis kafka minio triton}"
 # Services already running before this run are a developer's: leave them as they are.
 ours=()

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from ocrstream.errors import NotFound
-from ocrstream.store.base import Store, get_json, put_json
+from ocrstream.store.base import Store, get_json, update_json
 
 TERMINAL = ("completed", "degraded", "failed")
 _RANK = {"submitted": 0, "rasterized": 1, "completed": 2, "degraded": 2, "failed": 2}
@@ -92,8 +92,13 @@ def result_key(job_id: str) -> str:
 
 
 class Jobs:
-    """Job status records. Updates only move forward (submitted -> rasterized -> terminal), so a
-    redelivered earlier-stage message cannot undo a completed job."""
+    """Job status records. Updates only move forward (submitted -> rasterized -> terminal) and a
+    terminal status is final, so a redelivered earlier-stage message cannot undo a completed job.
+
+    Every write is a compare-and-set on the record's version (``update_json``: S3 If-Match /
+    If-None-Match, a locked compare in the local store), retried on a lost race against the
+    winner's value: of two replicas finishing the same job at once exactly one gets the record
+    back from ``advance``; the other gets ``None``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -107,8 +112,8 @@ class Jobs:
     def exists(self, job_id: str) -> bool:
         return self.store.exists(status_key(job_id))
 
-    def create(self, job_id: str, **fields: Any) -> dict[str, Any]:
-        now = time.time()
+    @staticmethod
+    def _new(job_id: str, now: float, fields: dict[str, Any]) -> dict[str, Any]:
         rec = {
             "job_id": job_id,
             "status": "submitted",
@@ -118,21 +123,37 @@ class Jobs:
             "updated_at": now,
         }
         rec.update(fields)
-        put_json(self.store, status_key(job_id), rec)
         return rec
 
-    def advance(self, job_id: str, status: str, **fields: Any) -> dict[str, Any] | None:
-        """Move to ``status`` if that is forward of the current one; None when it is not."""
-        if not self.exists(job_id):  # a stage ran before ingest's record was visible, or no ingest
-            self.create(job_id)
-        rec = self.get(job_id)
-        if _RANK[status] < _RANK.get(rec["status"], 0) or (
-            rec["status"] in TERMINAL and status != rec["status"]
-        ):
-            return None
-        rec.update(fields, status=status, updated_at=time.time())
-        put_json(self.store, status_key(job_id), rec)
+    def create(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        """A fresh ``submitted`` record, replacing any earlier one (a resubmission)."""
+        rec = update_json(self.store, status_key(job_id), lambda _cur: self._new(job_id, time.time(), fields))
+        assert rec is not None
         return rec
+
+    def advance(
+        self,
+        job_id: str,
+        status: str,
+        defaults: dict[str, Any] | None = None,
+        rev: str = "",
+        **fields: Any,
+    ) -> dict[str, Any] | None:
+        """Move to ``status`` with ``fields`` if that is forward of the current status (or the
+        same non-terminal one); ``None`` when it is not, e.g. the job is already terminal. A missing
+        record (a stage ran before ingest's record was visible, or no ingest) is created with
+        ``defaults``. ``rev``: see ``update_json`` (the same rev again returns the record it wrote)."""
+
+        def step(cur: dict[str, Any] | None) -> dict[str, Any] | None:
+            now = time.time()
+            rec = cur if cur is not None else self._new(job_id, now, defaults or {})
+            old = rec.get("status", "submitted")
+            if old in TERMINAL or _RANK[status] < _RANK.get(old, 0):
+                return None
+            rec.update(fields, status=status, updated_at=now)
+            return rec
+
+        return update_json(self.store, status_key(job_id), step, rev=rev)
 
     def pages_done(self, job_id: str) -> int:
         return len(self.store.list(page_result_prefix(job_id)))

@@ -287,7 +287,15 @@ def install_signal_handlers(stop: Callable[[], None]) -> None:
 class HealthServer:
     """/healthz (process alive), /readyz (consumer assigned / dependencies up), /metrics."""
 
-    def __init__(self, host: str, port: int, telemetry: Telemetry, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        telemetry: Telemetry,
+        ready: Callable[[], bool],
+        detail: Callable[[], str] = lambda: "",
+    ) -> None:
+        """``detail``: why the service is not ready (appended to the 503 body)."""
         tel = telemetry
 
         class _H(BaseHTTPRequestHandler):
@@ -295,8 +303,11 @@ class HealthServer:
                 if self.path == "/healthz":
                     self._send(200, b"ok\n", "text/plain")
                 elif self.path == "/readyz":
-                    ok = _safe(ready)
-                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
+                    if _safe(ready):
+                        self._send(200, b"ready\n", "text/plain")
+                    else:
+                        why = detail()
+                        self._send(503, f"not ready{': ' + why if why else ''}\n".encode(), "text/plain")
                 elif self.path == "/metrics":
                     self._send(200, tel.metrics_text(), "text/plain; version=0.0.4")
                 else:

@@ -7,6 +7,7 @@ same services wired with the in-memory bus, local store and in-process cache.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +30,10 @@ from ocrstream.config import (
     DecoderConfig,
     EncoderConfig,
     RasterizerConfig,
+    TopicsConfig,
     WorkerConfig,
 )
+from ocrstream.errors import TransientError
 from ocrstream.messages import MESSAGE_TYPES, topic
 from ocrstream.store.base import Store
 from ocrstream.store.local import LocalStore
@@ -56,9 +59,8 @@ def build_store(common: CommonConfig) -> Store:
     if common.store == "s3":
         from ocrstream.store.s3 import S3Store
 
-        return S3Store(
-            common.s3_endpoint, common.s3_access_key, common.s3_secret_key, common.s3_bucket, common.s3_secure
-        )
+        access, secret = common.s3_credentials()  # fails fast: no default credentials
+        return S3Store(common.s3_endpoint, access, secret, common.s3_bucket, common.s3_secure)
     raise ValueError(f"OCRSTREAM_STORE={common.store!r}: expected s3 or local")
 
 
@@ -70,7 +72,12 @@ def build_cache(common: CommonConfig, enc: EncoderConfig | None = None) -> Cache
 
         cache = RedisCache(common.redis_url, common.redis_key_prefix)
         if enc is not None:
-            cache.ensure_policy(enc.redis_maxmemory_policy)
+            try:
+                cache.check_policy(enc.redis_maxmemory_policy)
+            except TransientError as exc:
+                # Redis down at start: the cache is optional (tokens live in the store), so serve
+                # without it rather than crash-loop until it is back; the check is only advisory.
+                log.warning("redis unavailable at start (%s): serving from the store until it is back", exc)
         return cache
     raise ValueError(f"OCRSTREAM_CACHE={common.cache!r}: expected redis or memory")
 
@@ -91,10 +98,61 @@ def all_topics(prefix: str) -> list[str]:
     return [topic(t, prefix) for t in MESSAGE_TYPES]
 
 
+def topic_layout(prefix: str, cfg: TopicsConfig) -> dict[str, int]:
+    """Every pipeline topic's full name -> its configured partition count."""
+    return cfg.layout(prefix, tuple(t.TOPIC for t in MESSAGE_TYPES))
+
+
+class TopicGate:
+    """Keeps a service unready until its topics exist (it never creates them); ``detail`` says why."""
+
+    def __init__(self, bus: Bus, topics: list[str]) -> None:
+        self.bus, self.topics = bus, list(topics)
+        self.missing: list[str] = []
+        self.error = ""
+        self.ok = False
+
+    def check(self) -> bool:
+        probe = getattr(self.bus, "missing_topics", None)
+        if probe is None:  # the in-memory bus makes topics on first use
+            self.ok = True
+            return True
+        try:
+            self.missing, self.error = probe(self.topics), ""
+        except TransientError as exc:
+            self.missing, self.error = [], str(exc)
+        self.ok = not self.missing and not self.error
+        return self.ok
+
+    def detail(self) -> str:
+        if self.error:
+            return f"cannot check the Kafka topics: {self.error}"
+        if self.missing:
+            return (
+                f"missing Kafka topics {', '.join(self.missing)}: services do not create topics; run "
+                "`ocrstream topics create` (or the chart's topics Job)"
+            )
+        return ""
+
+    def wait(self, stop: threading.Event, interval_s: float) -> bool:
+        """Check until the topics exist (True) or ``stop`` is set (False), logging each new reason."""
+        said = ""
+        while not stop.is_set():
+            if self.check():
+                if said:
+                    log.info("topics present: %s", ", ".join(self.topics))
+                return True
+            if self.detail() != said:
+                said = self.detail()
+                log.error("not ready: %s; re-checking every %.0fs", said, interval_s)
+            stop.wait(interval_s)
+        return False
+
+
 def load_model(common: CommonConfig) -> Any:
     from ocrstream.backends.inprocess import load_model as _load
 
-    return _load(common.checkpoint_dir, common.device)
+    return _load(common.checkpoint_dir, common.device, common.dtype)
 
 
 def build_handler(

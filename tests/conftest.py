@@ -309,6 +309,27 @@ def kafka_group_id() -> str:
 
 
 @pytest.fixture
+def pipeline_topics(kafka_bootstrap: str, kafka_topic_prefix: str) -> Iterator[dict[str, int]]:
+    """Every pipeline topic under ``kafka_topic_prefix``, 2 partitions each, made as a deployment
+    makes them (``ocrstream topics create``): services only check for their topics. Deleted after."""
+    from kafka import KafkaAdminClient
+
+    from ocrstream.bus.kafka import create_topics
+    from ocrstream.messages import MESSAGE_TYPES
+
+    layout = {kafka_topic_prefix + t.TOPIC: 2 for t in MESSAGE_TYPES}
+    create_topics(kafka_bootstrap, layout, replication=1)
+    yield layout
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="ocrstream-test-cleanup")
+    try:
+        admin.delete_topics([t for t in admin.list_topics() if t.startswith(kafka_topic_prefix)])
+    except Exception as exc:  # noqa: BLE001 - cleanup only; a leftover topic harms no other test
+        logger.warning("could not delete topics %s*: %s", kafka_topic_prefix, exc)
+    finally:
+        admin.close()
+
+
+@pytest.fixture
 def redis_key_prefix() -> str:
     """A Redis key prefix of this test alone."""
     return f"test:{_uid()}:"

@@ -21,16 +21,23 @@ log = logging.getLogger(__name__)
 DEFAULT_MODE = "default"  # mode name meaning "the model's configured default_mode"
 
 
-def load_model(checkpoint_dir: str = "", device: str = "cpu") -> Any:
-    """The shipped model (empty ``checkpoint_dir``) or a checkpoint folder."""
+def load_model(checkpoint_dir: str = "", device: str = "cpu", dtype: str = "") -> Any:
+    """The shipped model (empty ``checkpoint_dir``) or a checkpoint folder, on ``device``
+    (auto | cuda | cuda:<n> | cpu) in ``dtype`` (empty: bf16 on a GPU, fp32 on the CPU;
+    ``ocrstream.serving.device``). A bad device or dtype name raises ValueError."""
     from ocrstream.model.runtime import OcrModel
+    from ocrstream.serving.device import resolve_device, resolve_dtype
 
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
     try:
-        return OcrModel.load(checkpoint_dir or None, device=device)
+        model = OcrModel.load(checkpoint_dir or None, device=str(dev), dtype=dt)
     except (FileNotFoundError, OSError) as exc:
         raise BackendUnavailable(
             f"cannot load the OCR model from {checkpoint_dir or 'the shipped assets'}: {exc}"
         ) from exc
+    log.info("OCR model on %s in %s", dev, dt)
+    return model
 
 
 class InProcessEncoder:

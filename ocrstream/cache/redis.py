@@ -1,7 +1,8 @@
 """Redis token cache. Keys are namespaced by a prefix; values expire after a TTL; the server's
 ``maxmemory-policy`` should be ``allkeys-lru`` so a full cache evicts cold tokens instead of
-refusing writes (``ensure_policy`` sets it on our own Redis; managed Redis: set it there).
-Redis errors are mapped to ``CacheUnavailable``."""
+refusing writes. The policy is server-wide and the Redis may be shared, so services only check it
+(``check_policy`` warns on a mismatch) and never change it: set it on the server (the dev Redis of
+scripts/infra/redis.sh starts with it). Redis errors are mapped to ``CacheUnavailable``."""
 
 from __future__ import annotations
 
@@ -30,18 +31,29 @@ class RedisCache:
         self.default_ttl_s = default_ttl_s
         self._r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
-    def ensure_policy(self, policy: str = "allkeys-lru") -> bool:
-        """Set the eviction policy; False (logged) where CONFIG is not allowed."""
-        if not policy:
-            return False
-        try:
-            self._r.config_set("maxmemory-policy", policy)
+    def check_policy(self, expected: str = "allkeys-lru") -> bool:
+        """True when the server's ``maxmemory-policy`` is ``expected``; otherwise (or when CONFIG
+        is not allowed, as on most managed Redis) log a warning and return False. Never sets it."""
+        if not expected:
             return True
-        except redis.ResponseError as exc:
-            log.warning("cannot set redis maxmemory-policy=%s (%s); set it on the server", policy, exc)
+        try:
+            actual = self.policy()
+        except CacheUnavailable as exc:
+            if isinstance(exc.__cause__, redis.ResponseError):  # CONFIG disabled or not permitted
+                log.warning(
+                    "cannot read redis maxmemory-policy (%s); make sure the server uses %s", exc, expected
+                )
+                return False
+            raise
+        if actual != expected:
+            log.warning(
+                "redis maxmemory-policy is %r, the token cache expects %r (a full cache may refuse "
+                "writes or evict other data); set it on the server, ocrstream does not change it",
+                actual,
+                expected,
+            )
             return False
-        except redis.RedisError as exc:
-            raise CacheUnavailable(f"redis CONFIG SET failed: {exc!r}") from exc
+        return True
 
     def policy(self) -> str:
         with _mapped("CONFIG GET"):

@@ -16,10 +16,12 @@ import sys
 # module name -> one-line reason it exists; each must define register(subparsers).
 COMMAND_MODULES = (
     "ocrstream.cli.model_cmds",  # checkpoint verify, ocr
-    "ocrstream.cli.pipeline_cmds",  # submit, status, results, redecode, serve, pipeline
+    "ocrstream.cli.pipeline_cmds",  # submit, status, results, redecode, pipeline
+    "ocrstream.cli.serve_cmds",  # serve: the embedded server (console, OpenAI API) or one service
     "ocrstream.cli.train_cmds",  # data, tokenizer, train, eval
     "ocrstream.cli.cluster_cmds",  # cluster status
     "ocrstream.cli.context_cmds",  # context add, read, stats (optical context compression)
+    "ocrstream.cli.topics_cmds",  # topics create, check (Kafka topics: an admin step, not the services')
 )
 
 

@@ -109,7 +109,24 @@ def load_pages(path: Path, dpi: int = PDF_DPI):  # noqa: ANN201 - list[PIL.Image
     return [load_image(str(path))]
 
 
+def count_pages(path: Path) -> int:
+    """Pages ``load_pages`` will return, without rendering (0 when unreadable: reported later)."""
+    if path.suffix.lower() != ".pdf":
+        return 1 if path.exists() else 0
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(str(path))
+    except (pdfium.PdfiumError, OSError):
+        return 0
+    try:
+        return len(doc)
+    finally:
+        doc.close()
+
+
 def cmd_ocr(args: argparse.Namespace) -> int:
+    from ocrstream.cli import progress
     from ocrstream.compression.hooks import encode_batch_auto
     from ocrstream.model.generation import NGRAM_IMAGE, NGRAM_PDF
     from ocrstream.model.grounding import clean_text, join_pages, to_markdown
@@ -125,57 +142,67 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     grounding = is_grounding_prompt(args.prompt)
     write = args.out is not None or len(args.files) > 1
     out_dir = args.out or Path.cwd()
-    status = 0
-    for path in args.files:
-        try:
-            pages = load_pages(path, args.dpi)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            status = 1
-            continue
-        ngram = NGRAM_PDF if path.suffix.lower() == ".pdf" else NGRAM_IMAGE
-        texts, page_json = [], []
-        for start in range(0, len(pages), max(1, args.batch)):
-            chunk = pages[start : start + args.batch]
-            vts = encode_batch_auto(model, chunk, mode, args.checkpoint)  # compression: also takes "auto"
-            results = model.decode(vts, prompt=args.prompt, max_new_tokens=args.max_new_tokens, ngram=ngram)
-            for offset, (img, res) in enumerate(zip(chunk, results, strict=True)):
-                page_no = start + offset
-                if not res.stopped:
-                    log.warning(
-                        "%s page %d hit max_new_tokens without EOS (runaway output?)", path, page_no + 1
-                    )
-                    if args.skip_repeat:
-                        continue
-                if grounding:
-                    md = to_markdown(
-                        res.text,
-                        img.width,
-                        img.height,
-                        page_image=img if write else None,
-                        out_dir=out_dir if write else None,
-                        image_prefix=f"{path.stem}_images/{page_no}",
-                    )
-                    texts.append(md.text)
-                    page_json.append(
-                        {
-                            "page": page_no + 1,
-                            "width": img.width,
-                            "height": img.height,
-                            "blocks": [b.to_dict() for b in md.blocks],
-                        }
-                    )
-                else:
-                    texts.append(clean_text(res.text))
-        markdown = join_pages(texts)
-        if not write:
-            print(markdown)
-            continue
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{path.stem}.md").write_text(markdown + "\n")
-        if grounding:
-            (out_dir / f"{path.stem}.json").write_text(
-                json.dumps({"file": str(path), "mode": mode, "pages": page_json}, indent=2) + "\n"
-            )
-        log.info("wrote %s", out_dir / f"{path.stem}.md")
+    counts = [count_pages(p) for p in args.files]  # the bar's total (ETA) before any rendering
+    status, done, total = 0, 0, sum(counts)
+    with progress.PageBar(progress.wanted()) as bar:
+        bar.update(done, total)
+        for path, counted in zip(args.files, counts, strict=True):
+            try:
+                pages = load_pages(path, args.dpi)
+            except (FileNotFoundError, ValueError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                status = 1
+                total -= counted
+                bar.update(done, total)
+                continue
+            total += len(pages) - counted
+            ngram = NGRAM_PDF if path.suffix.lower() == ".pdf" else NGRAM_IMAGE
+            texts, page_json = [], []
+            for start in range(0, len(pages), max(1, args.batch)):
+                chunk = pages[start : start + args.batch]
+                vts = encode_batch_auto(model, chunk, mode, args.checkpoint)  # compression: also takes "auto"
+                results = model.decode(
+                    vts, prompt=args.prompt, max_new_tokens=args.max_new_tokens, ngram=ngram
+                )
+                for offset, (img, res) in enumerate(zip(chunk, results, strict=True)):
+                    page_no = start + offset
+                    if not res.stopped:
+                        log.warning(
+                            "%s page %d hit max_new_tokens without EOS (runaway output?)", path, page_no + 1
+                        )
+                        if args.skip_repeat:
+                            continue
+                    if grounding:
+                        md = to_markdown(
+                            res.text,
+                            img.width,
+                            img.height,
+                            page_image=img if write else None,
+                            out_dir=out_dir if write else None,
+                            image_prefix=f"{path.stem}_images/{page_no}",
+                        )
+                        texts.append(md.text)
+                        page_json.append(
+                            {
+                                "page": page_no + 1,
+                                "width": img.width,
+                                "height": img.height,
+                                "blocks": [b.to_dict() for b in md.blocks],
+                            }
+                        )
+                    else:
+                        texts.append(clean_text(res.text))
+                done += len(chunk)
+                bar.update(done, total)
+            markdown = join_pages(texts)
+            if not write:
+                bar.print(markdown)
+                continue
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"{path.stem}.md").write_text(markdown + "\n")
+            if grounding:
+                (out_dir / f"{path.stem}.json").write_text(
+                    json.dumps({"file": str(path), "mode": mode, "pages": page_json}, indent=2) + "\n"
+                )
+            log.info("wrote %s", out_dir / f"{path.stem}.md")
     return status

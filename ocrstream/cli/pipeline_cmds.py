@@ -1,6 +1,6 @@
 """Pipeline commands: ``pipeline run`` (embedded, the README main command), ``pipeline topics``,
-``submit``, ``status``, ``results``, ``redecode`` (against the configured Kafka/MinIO deployment)
-and ``serve <service>``."""
+``submit``, ``status``, ``results``, ``redecode`` (against the configured Kafka/MinIO deployment).
+``serve`` (one service, or the embedded server) is in serve_cmds.py and calls ``cmd_serve`` here."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import logging
 import sys
 import time
 from pathlib import Path
+
+from ocrstream.cli import progress
+from ocrstream.cli.progress import PageBar
 
 SUFFIXES = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SERVICES = ("ingest", "rasterizer", "encoder", "decoder", "assembler")
@@ -50,11 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--checkpoint", default="", help="model folder; default: the shipped embedded model")
     run.add_argument("--store", default="", help="working store folder; default <out>/.ocrstream-store")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (also off in pipes and when CI is set)"
+    )
     run.set_defaults(func=_friendly(cmd_pipeline_run))
-    top = psub.add_parser("topics", help="create the pipeline's Kafka topics (idempotent)")
+    top = psub.add_parser("topics", help="create the pipeline's Kafka topics (= `ocrstream topics create`)")
     top.add_argument(
-        "--partitions", type=int, default=6, help="partitions per topic (max consumers per stage)"
+        "--partitions", type=int, default=None, help="partitions per topic (max consumers per stage)"
     )
     top.set_defaults(func=_friendly(cmd_topics))
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
@@ -80,9 +85,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--mode", default="")
     rd.add_argument("--wait", action="store_true")
     rd.set_defaults(func=_friendly(cmd_redecode))
-    sv = sub.add_parser("serve", help="run one pipeline service until SIGTERM (config from OCRSTREAM_* env)")
-    sv.add_argument("service", choices=SERVICES)
-    sv.set_defaults(func=_friendly(cmd_serve))
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -113,7 +115,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     pipe = EmbeddedPipeline(Path(args.store) if args.store else out / ".ocrstream-store", model)
     t0 = time.perf_counter()
     try:
-        summaries = pipe.run(files, out, mode=args.mode, prompt=args.prompt, progress=not args.no_progress)
+        with PageBar(not args.no_progress and progress.wanted()) as bar:
+            summaries = pipe.run(files, out, mode=args.mode, prompt=args.prompt, progress=bar.update)
     finally:
         pipe.close()
     dt = time.perf_counter() - t0
@@ -134,14 +137,9 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from ocrstream.bus.kafka import KafkaBus
-    from ocrstream.config import CommonConfig
-    from ocrstream.services.wiring import all_topics
+    from ocrstream.cli.topics_cmds import create
 
-    common = CommonConfig.from_env()
-    topics = all_topics(common.topic_prefix)
-    KafkaBus(common.kafka_bootstrap).ensure_topics(topics, args.partitions)
-    print("\n".join(topics))
+    print("\n".join(st.name for st in create(partitions=args.partitions)))
     return 0
 
 
@@ -171,17 +169,13 @@ def _ingestor(bus: bool = True):
 
 
 def _wait(ing, job_ids: list[str], timeout: float) -> list[dict]:
-    from tqdm import tqdm
-
     from ocrstream.services.layout import TERMINAL
 
     deadline = time.monotonic() + timeout
-    with tqdm(total=0, unit="page", desc="ocr") as bar:
+    with PageBar(progress.wanted()) as bar:
         while True:
             recs = [ing.status(j) for j in job_ids]
-            bar.total = sum(r.get("n_pages", 0) for r in recs)
-            bar.n = sum(r["pages_done"] for r in recs)
-            bar.refresh()
+            bar.update(sum(r["pages_done"] for r in recs), sum(r.get("n_pages", 0) for r in recs))
             if all(r["status"] in TERMINAL for r in recs) or time.monotonic() > deadline:
                 return recs
             time.sleep(1.0)

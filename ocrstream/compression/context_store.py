@@ -30,7 +30,7 @@ from ocrstream.cache.base import Cache
 from ocrstream.compression.ladder import model_ladder, page_tokens
 from ocrstream.compression.planner import plan_cost, plan_levels
 from ocrstream.compression.render import PageRenderer
-from ocrstream.errors import NotFound
+from ocrstream.errors import NotFound, PermanentError
 from ocrstream.model.modes import Mode, get_mode
 from ocrstream.model.runtime import VisionTokens
 from ocrstream.store.base import Store, get_json, put_json
@@ -110,7 +110,10 @@ class ContextStore:
         keep_sharp: int = 1,
         quality: Sequence[float] | None = None,
         cache_ttl_s: int | None = None,
+        max_segments: int = 256,
     ) -> None:
+        """``max_segments``: kept segments at most (older ones are forgotten past it); an add that
+        alone renders more pages is refused (PermanentError ``context_full``)."""
         if not _NAME.fullmatch(name):
             raise ValueError(f"context name {name!r} must match {_NAME.pattern}")
         self.name = name
@@ -133,6 +136,9 @@ class ContextStore:
         self.keep_sharp = int(keep_sharp)
         self.quality = list(quality) if quality is not None else None
         self.cache_ttl_s = cache_ttl_s
+        if max_segments < 1:
+            raise ValueError(f"max_segments must be >= 1, got {max_segments}")
+        self.max_segments = int(max_segments)
         self.renderer = PageRenderer(self.page_size)
         self.segments: list[Segment] = []  # oldest first; dropped ones are removed
         self.next_seq = 0
@@ -198,7 +204,10 @@ class ContextStore:
             )
         wid = getattr(model, "weights_id", "")
         if raw.get("weights_id") and wid and raw["weights_id"] != wid:
-            raise ValueError(f"context {name!r} was encoded by {raw['weights_id']}, this model is {wid}")
+            raise PermanentError(
+                f"context {name!r} was encoded by {raw['weights_id']}, this model is {wid}",
+                reason="context_conflict",
+            )
         ladder = [Mode(r["name"], r["base_size"], r["image_size"], r["crop"]) for r in raw["ladder"]]
         budget = int(create.get("budget_tokens", raw["budget_tokens"]))
         cs = cls(
@@ -211,6 +220,7 @@ class ContextStore:
             page_size=raw["page_size"],
             half_life=raw["half_life"],
             quality=raw.get("quality"),
+            max_segments=int(create.get("max_segments", 256)),
         )
         cs.segments = [Segment(**s) for s in raw["segments"]]
         cs.next_seq, cs.next_group, cs.forgotten = raw["next_seq"], raw["next_group"], raw["forgotten"]
@@ -225,6 +235,13 @@ class ContextStore:
     def add(self, text: str) -> list[Segment]:
         """Render ``text``, store its pages as the newest segments, re-plan every rung."""
         pages = self.renderer.render(text)
+        if len(pages) > self.max_segments:
+            # Refused before anything is stored or encoded (each page would be encoded once).
+            raise PermanentError(
+                f"context {self.name!r}: the text fills {len(pages)} pages, more than the "
+                f"{self.max_segments} segments a context keeps; send it in smaller parts",
+                reason="context_full",
+            )
         with self._lock:
             group = self.next_group
             self.next_group += 1
@@ -238,6 +255,9 @@ class ContextStore:
                 self.segments.append(seg)
                 new.append(seg)
             self._replan(fresh={s.seq for s in new})
+            for seg in self.segments[: max(0, len(self.segments) - self.max_segments)]:
+                self._forget(seg)  # past the cap the oldest go first, as under the budget
+            self.segments = self.segments[-self.max_segments :]
             self.save_manifest()
             log.info(
                 "context %s: +%d segment(s), %d kept, %d/%d tokens",

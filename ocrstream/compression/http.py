@@ -7,6 +7,11 @@ GET  /context/{name}                           -> stats (budget, tokens used, se
 GET  /context/{name}/tokens                    -> kept segments oldest first with their token keys
 GET  /context/{name}/text?max_new_tokens=256   -> kept segments read back through the decoder
 
+Bounded: at most ``max_stores`` contexts exist in the store (a new name past that is 429
+``too_many_contexts``), at most ``max_open`` are held in memory (least recently used ones are
+closed, their state is in the store), and a store keeps at most ``max_segments`` segments (an add
+that alone renders more pages is 409 ``context_full``; older segments are forgotten past the cap).
+
 Nothing here imports torch at import time: the model is loaded by the registry's loader on the
 first request that needs it, so a torch-less service can mount the router and fail that request
 with a clear 503 instead of failing to start.
@@ -14,7 +19,9 @@ with a clear 503 instead of failing to start.
 
 from __future__ import annotations
 
+import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -22,9 +29,15 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from ocrstream.errors import NotFound
+from ocrstream.errors import NotFound, PermanentError
 
 MAX_SEGMENT_CHARS = 200_000  # one request's text; longer context arrives as several segments
+MAX_STORES = 256
+MAX_OPEN = 32
+MAX_SEGMENTS = 256
+# PermanentError reasons of the context stores -> HTTP status.
+_LIMITS = {"too_many_contexts": 429, "context_full": 409, "context_conflict": 409}
+_MANIFEST = re.compile(r"context/([^/]+)/manifest\.json")
 
 
 class SegmentIn(BaseModel):
@@ -44,9 +57,13 @@ class ContextRegistry:
         half_life: float = 4.0,
         curve: Any = None,
         load_curve: Callable[[], Any] | None = None,
+        max_stores: int = MAX_STORES,
+        max_open: int = MAX_OPEN,
+        max_segments: int = MAX_SEGMENTS,
     ) -> None:
         """``curve``: the model's CompressionCurve (drops dominated rungs, ranks the rest), or
-        ``load_curve`` to read it with the model on the first request."""
+        ``load_curve`` to read it with the model on the first request. ``max_stores`` contexts in
+        the store, ``max_open`` held in memory (LRU), ``max_segments`` per context."""
         self._load_model = load_model
         self._load_curve = load_curve
         self.curve = curve
@@ -55,8 +72,9 @@ class ContextRegistry:
         self.budget_tokens = budget_tokens
         self.ladder = ladder
         self.half_life = half_life
+        self.max_stores, self.max_open, self.max_segments = max_stores, max(1, max_open), max_segments
         self._model = None
-        self._stores: dict[str, Any] = {}
+        self._stores: OrderedDict[str, Any] = OrderedDict()  # open stores, least recently used first
         self._lock = threading.Lock()
 
     def model(self) -> Any:
@@ -70,28 +88,49 @@ class ContextRegistry:
         from ocrstream.compression.context_store import ContextStore, curve_ladder
 
         with self._lock:
-            if name not in self._stores:
-                model = self.model()
-                ladder, quality = curve_ladder(model, self.curve)
-                self._stores[name] = ContextStore.open(
-                    name,
-                    model,
-                    self.store,
-                    self.cache,
-                    ladder=self.ladder or ladder,
-                    quality=None if self.ladder else quality,
-                    budget_tokens=self.budget_tokens,
-                    half_life=self.half_life,
-                )
-            return self._stores[name]
+            if name in self._stores:
+                self._stores.move_to_end(name)
+                return self._stores[name]
+            model = self.model()
+            if not self.store.exists(f"context/{name}/manifest.json"):
+                n = len(self.names())  # counted in the store: other replicas create contexts too
+                if n >= self.max_stores:
+                    raise PermanentError(
+                        f"cannot create context {name!r}: {n} contexts exist, the limit is {self.max_stores}",
+                        reason="too_many_contexts",
+                    )
+            ladder, quality = curve_ladder(model, self.curve)
+            cs = ContextStore.open(
+                name,
+                model,
+                self.store,
+                self.cache,
+                ladder=self.ladder or ladder,
+                quality=None if self.ladder else quality,
+                budget_tokens=self.budget_tokens,
+                half_life=self.half_life,
+                max_segments=self.max_segments,
+            )
+            self._stores[name] = cs
+            while len(self._stores) > self.max_open:
+                # Its manifest, pages and tokens are in the store: the next request reopens it.
+                self._stores.popitem(last=False)
+            return cs
+
+    def names(self) -> list[str]:
+        """Contexts in the store (their manifests)."""
+        return sorted({m.group(1) for k in self.store.list("context/") if (m := _MANIFEST.fullmatch(k))})
 
 
 def _call(fn: Callable[[], Any]) -> Any:
-    """Map library errors to HTTP: bad input 422, unknown name 404, no model 503."""
+    """Map library errors to HTTP: bad input 422, unknown name 404, limits 429/409, no model 503."""
     try:
         return fn()
     except NotFound as exc:
         raise HTTPException(404, detail={"reason": "not_found", "detail": str(exc)}) from exc
+    except PermanentError as exc:
+        status = _LIMITS.get(exc.reason, 422)
+        raise HTTPException(status, detail={"reason": exc.reason, "detail": str(exc)}) from exc
     except (FileNotFoundError, ImportError) as exc:  # no checkpoint, or a service image without torch
         raise HTTPException(503, detail={"reason": "model_unavailable", "detail": str(exc)}) from exc
     except ValueError as exc:

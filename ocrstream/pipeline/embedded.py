@@ -130,26 +130,12 @@ class EmbeddedPipeline:
         out_dir: str | Path,
         mode: str = "",
         prompt: str = "",
-        progress: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[dict[str, Any]]:
-        """OCR ``paths`` and write ``<name>.md`` + ``<name>.json`` per document into ``out_dir``."""
+        """OCR ``paths`` and write ``<name>.md`` + ``<name>.json`` per document into ``out_dir``;
+        ``progress(pages decoded, pages known)`` is called as pages move (the CLI's bar)."""
         subs = self.submit_paths(paths, mode, prompt)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=0, unit="page", desc="ocr")
-
-        def _progress(done: int, total: int) -> None:
-            if bar is not None and (total != bar.total or done != bar.n):
-                bar.total = total
-                bar.update(done - bar.n)
-
-        try:
-            self.pump([s.job_id for s in subs], _progress)
-        finally:
-            if bar is not None:
-                bar.close()
+        self.pump([s.job_id for s in subs], progress)
         return [self.export(s.job_id, out_dir) for s in subs]
 
     def redecode(self, job_id: str, prompt: str, mode: str = "") -> Submission:

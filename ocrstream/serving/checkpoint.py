@@ -67,28 +67,62 @@ def resolve_checkpoint(spec: str, cache_dir: str | Path | None = None) -> Path:
     if (dest / ".complete").exists():
         return dest
     from minio import Minio
-    from minio.error import S3Error
 
     from ocrstream.config import CommonConfig
 
     c = CommonConfig.from_env()
-    client = Minio(c.s3_endpoint, access_key=c.s3_access_key, secret_key=c.s3_secret_key, secure=c.s3_secure)
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    n = 0
-    try:
-        for obj in client.list_objects(bucket, prefix=prefix, recursive=True):
-            rel = obj.object_name[len(prefix) :]
-            if not rel or rel.endswith("/"):
-                continue
-            client.fget_object(bucket, obj.object_name, str(dest / rel))
-            n += 1
-    except S3Error as exc:
-        raise CheckpointError(f"cannot download checkpoint {spec}: {exc}") from exc
-    if n == 0 or not (dest / CONFIG_NAME).exists():
-        raise CheckpointError(f"checkpoint {spec} holds no {CONFIG_NAME} ({n} objects)")
+    access, secret = c.s3_credentials()  # no default credentials: fails with the variables to set
+    client = Minio(c.s3_endpoint, access_key=access, secret_key=secret, secure=c.s3_secure)
+    n = download_snapshot(client, bucket, prefix, dest, spec)
     (dest / ".complete").write_text("ok\n")
     log.info("downloaded checkpoint %s (%d files) to %s", spec, n, dest)
     return dest
+
+
+def download_snapshot(client, bucket: str, prefix: str, dest: Path, spec: str = "") -> int:  # noqa: ANN001 - Minio
+    """Mirror ``bucket/prefix`` into ``dest`` (every object name checked by ``mirror_path`` before
+    anything is written); returns the number of files. Raises CheckpointError."""
+    from minio.error import S3Error
+
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    try:
+        objects = list(client.list_objects(bucket, prefix=prefix, recursive=True))
+        todo = []
+        for obj in objects:
+            rel = obj.object_name[len(prefix) :]
+            if not rel or rel.endswith("/"):
+                continue
+            todo.append((obj.object_name, mirror_path(dest, rel, spec)))
+        for name, path in todo:
+            client.fget_object(bucket, name, str(path))
+    except S3Error as exc:
+        raise CheckpointError(f"cannot download checkpoint {spec}: {exc}") from exc
+    if not todo or not (dest / CONFIG_NAME).exists():
+        raise CheckpointError(f"checkpoint {spec} holds no {CONFIG_NAME} ({len(todo)} objects)")
+    return len(todo)
+
+
+def mirror_path(dest: Path, rel: str, source: str = "") -> Path:
+    """Where object ``rel`` (its name below the snapshot prefix) lands inside ``dest``. Names are
+    whatever the bucket holds, so a '..' segment, an absolute name or a backslash could write
+    outside the cache: such a snapshot is refused, and the resolved path must stay inside."""
+    segments = rel.split("/")
+    if (
+        not rel
+        or rel.startswith("/")
+        or "\\" in rel
+        or "\x00" in rel
+        or any(s in ("", ".", "..") for s in segments)
+    ):
+        raise CheckpointError(
+            f"checkpoint {source or dest}: refusing object name {rel!r} (empty, '.' or '..' segments, "
+            "absolute or backslashed names would leave the download folder)"
+        )
+    root = dest.resolve()
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise CheckpointError(f"checkpoint {source or dest}: object {rel!r} resolves outside {root}")
+    return target
 
 
 def _read_tensors(folder: Path, want: Callable[[str], bool], dtype: torch.dtype) -> dict[str, torch.Tensor]:

@@ -4,7 +4,9 @@
 run on its rows with ``F.linear`` exactly as ``DeepseekV2MLP`` does. ``ShardModel`` is the logic of
 ``model_repo/expert_shard_*/1/model.py``: its parameters name the checkpoint, the shard id and the
 placement (a store plus the versions to hold; during a rebalance a shard holds the union of the old
-and new placements so that requests routed by either are served).
+and new placements so that requests routed by either are served). Its weights live on the
+instance's device (a KIND_GPU instance: that GPU, bf16 by default); rows arrive and leave over
+DLPack in the wire dtype the config declares, without numpy copies.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ocrstream.serving.checkpoint import load_experts, resolve_checkpoint
+from ocrstream.serving.device import from_pb, instance_device, resolve_dtype, to_pb
 from ocrstream.serving.placement import Placement, contiguous_placement, open_store
 
 log = logging.getLogger(__name__)
+
+
+# config.pbtxt data types of the rows -> torch dtypes
+WIRE_DTYPES = {"TYPE_FP32": torch.float32, "TYPE_BF16": torch.bfloat16, "TYPE_FP16": torch.float16}
 
 
 class ExpertNotHeld(LookupError):
@@ -40,13 +46,19 @@ class ExpertShard:
 
     @classmethod
     def from_checkpoint(
-        cls, folder: str, shard_id: int, placements: Iterable[Placement], dtype: Any = None
+        cls,
+        folder: str,
+        shard_id: int,
+        placements: Iterable[Placement],
+        dtype: Any = None,
+        device: torch.device | str = "cpu",
     ) -> ExpertShard:
         wanted = {
             (layer, e) for p in placements for layer, es in p.shard_experts(shard_id).items() for e in es
         }
         _, weights = load_experts(folder, wanted, dtype)
-        return cls(shard_id, weights)
+        moved = {key: tuple(w.to(device) for w in trio) for key, trio in weights.items()}
+        return cls(shard_id, moved)  # type: ignore[arg-type]
 
     def held(self) -> set[tuple[int, int]]:
         return set(self.weights)
@@ -56,9 +68,10 @@ class ExpertShard:
         """rows [n, H], expert_ids [n] -> [n, H] (rows' dtype)."""
         if rows.shape[0] != expert_ids.shape[0]:
             raise ValueError(f"{rows.shape[0]} rows but {expert_ids.shape[0]} expert ids")
-        x = rows.to(self.dtype)
+        dev = next(iter(self.weights.values()))[0].device if self.weights else rows.device
+        x = rows.to(dev, self.dtype)
         out = torch.empty_like(x)
-        ids = expert_ids.long()
+        ids = expert_ids.to(dev).long()
         for e in torch.unique(ids).tolist():
             w = self.weights.get((layer, e))
             if w is None:
@@ -115,7 +128,9 @@ class ShardModel:
         torch.set_num_threads(int(params.get("torch_threads", "1") or 1))
         self.name = config["name"]
         out_cfg = pb_utils.get_output_config_by_name(config, "EXPERT_OUT")
-        self.out_dtype = pb_utils.triton_string_to_numpy(out_cfg["data_type"])
+        self.out_dtype = WIRE_DTYPES[out_cfg["data_type"]]
+        self.device = instance_device(args)
+        dtype = resolve_dtype(params.get("dtype", ""), self.device)
         folder = resolve_checkpoint(params.get("checkpoint", ""))
         from ocrstream.model.config import DeepseekOCRConfig
 
@@ -124,17 +139,17 @@ class ShardModel:
         placements = shard_placements(params, moe_layers, cfg.n_routed_experts)
         self.shard_id = int(params["shard_id"])
         self.versions = [p.version for p in placements]
-        self.shard = ExpertShard.from_checkpoint(
-            str(folder), self.shard_id, placements, params.get("dtype") or None
-        )
+        self.shard = ExpertShard.from_checkpoint(str(folder), self.shard_id, placements, dtype, self.device)
         self._lock = threading.Lock()
         self.ready = True
         log.info(
-            "%s: shard %d holds %d (layer, expert) pairs for placement versions %s",
+            "%s: shard %d holds %d (layer, expert) pairs for placement versions %s on %s in %s",
             self.name,
             self.shard_id,
             len(self.shard.weights),
             self.versions,
+            self.device,
+            dtype,
         )
 
     def execute(self, requests: list) -> list:
@@ -143,10 +158,10 @@ class ShardModel:
         for req in requests:
             try:
                 layer = int(pb.get_input_tensor_by_name(req, "LAYER").as_numpy().reshape(-1)[0])
-                rows = torch.from_numpy(pb.get_input_tensor_by_name(req, "HIDDEN").as_numpy())
-                ids = torch.from_numpy(pb.get_input_tensor_by_name(req, "EXPERT_IDS").as_numpy().reshape(-1))
-                y = self.shard.compute(layer, rows, ids).numpy().astype(self.out_dtype, copy=False)
-                out.append(pb.InferenceResponse(output_tensors=[pb.Tensor("EXPERT_OUT", y)]))
+                rows = from_pb(pb.get_input_tensor_by_name(req, "HIDDEN"))
+                ids = from_pb(pb.get_input_tensor_by_name(req, "EXPERT_IDS")).reshape(-1)
+                y = self.shard.compute(layer, rows, ids).to(self.out_dtype)
+                out.append(pb.InferenceResponse(output_tensors=[to_pb(pb, "EXPERT_OUT", y)]))
             except (ValueError, ExpertNotHeld, AttributeError) as exc:
                 # One bad request gets its own error; the others in the batch go on.
                 out.append(pb.InferenceResponse(error=pb.TritonError(f"{self.name}: {exc}")))
@@ -154,7 +169,3 @@ class ShardModel:
 
     def is_ready(self) -> bool:
         return self.ready
-
-
-def to_numpy_f32(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(torch.float32).contiguous().numpy()

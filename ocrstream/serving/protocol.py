@@ -4,7 +4,8 @@ Decoder (decoupled, one request per page): inputs VISION_TOKENS (serialized ``Vi
 image), PROMPT, MAX_NEW_TOKENS, optional TEMPERATURE, TOP_P, NGRAM ([n, window]; [0, 0] = off), SEED,
 STREAM (send each token as it is chosen). Responses: optional TOKEN_IDS deltas while streaming, then
 a final one with TOKEN_IDS (all), TEXT, STOPPED, N_TOKENS.
-Shard: LAYER, HIDDEN (rows, fp32), EXPERT_IDS -> EXPERT_OUT (expert_{id}(row) per row, fp32).
+Shard: LAYER, HIDDEN (rows), EXPERT_IDS -> EXPERT_OUT (expert_{id}(row) per row); rows travel in the
+serving dtype (FP32 on the CPU, BF16 on a GPU) over DLPack, on the device they were computed on.
 """
 
 from __future__ import annotations
@@ -25,12 +26,23 @@ DECODER_OUTPUTS = {
     "STOPPED": ("TYPE_BOOL", [1]),
     "N_TOKENS": ("TYPE_INT32", [1]),
 }
-SHARD_INPUTS = {
-    "LAYER": ("TYPE_INT32", [1], False),
-    "HIDDEN": ("TYPE_FP32", [-1, -1], False),
-    "EXPERT_IDS": ("TYPE_INT32", [-1], False),
-}
-SHARD_OUTPUTS = {"EXPERT_OUT": ("TYPE_FP32", [-1, -1])}
+
+
+def shard_inputs(wire: str = "TYPE_FP32") -> dict[str, tuple]:
+    """The shard's inputs; ``wire`` is the data type of the rows (the serving dtype)."""
+    return {
+        "LAYER": ("TYPE_INT32", [1], False),
+        "HIDDEN": (wire, [-1, -1], False),
+        "EXPERT_IDS": ("TYPE_INT32", [-1], False),
+    }
+
+
+def shard_outputs(wire: str = "TYPE_FP32") -> dict[str, tuple]:
+    return {"EXPERT_OUT": (wire, [-1, -1])}
+
+
+SHARD_INPUTS = shard_inputs()
+SHARD_OUTPUTS = shard_outputs()
 
 # Client-side datatype names (tritonclient) for the same inputs.
 CLIENT_DTYPES = {
@@ -39,6 +51,8 @@ CLIENT_DTYPES = {
     "TYPE_FP32": "FP32",
     "TYPE_INT64": "INT64",
     "TYPE_BOOL": "BOOL",
+    "TYPE_BF16": "BF16",
+    "TYPE_FP16": "FP16",
 }
 
 

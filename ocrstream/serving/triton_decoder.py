@@ -6,7 +6,13 @@ Experts: ``num_shards`` = 0 keeps them in this model (monolithic); otherwise eve
 every step calls each shard model holding routed tokens once, concurrently (BLS ``async_exec`` +
 ``asyncio.gather`` on the engine thread's event loop). Parameters (config.pbtxt): ``checkpoint``
 (folder or s3://bucket/prefix), ``num_shards``, ``shard_prefix``, ``placement_store`` (folder or
-configmap:<ns>/<name>; empty = contiguous split), ``max_batch``, ``metrics_port``, ``bls_retries``.
+configmap:<ns>/<name>; empty = contiguous split), ``max_batch``, ``metrics_port``, ``bls_retries``,
+``dtype`` (empty: bf16 on a GPU, fp32 on the CPU), ``shard_dtype`` (rows to the shards; default the
+model's), ``kv_cache_mb`` (0: sized from free GPU memory, or 512 MiB on the CPU),
+``kv_mem_fraction``, ``max_seq_len`` (0: the model's), ``cuda_graphs`` (auto | on | off).
+
+Device: the instance's (KIND_GPU: that GPU). Tensors stay there: vision tokens are staged through
+pinned memory once, the shards get and return rows over DLPack (BLS with GPU tensors).
 """
 
 from __future__ import annotations
@@ -27,8 +33,16 @@ from ocrstream.serving.checkpoint import (
     load_decoder_core,
     resolve_checkpoint,
 )
+from ocrstream.serving.device import (
+    from_pb,
+    instance_device,
+    preferred_memory,
+    resolve_dtype,
+    stage_to_device,
+    to_pb,
+)
 from ocrstream.serving.engine import Engine, GenRequest, GenResult, ModuleExperts, ShardedExperts
-from ocrstream.serving.expert_shard import model_params, to_numpy_f32
+from ocrstream.serving.expert_shard import model_params
 from ocrstream.serving.metrics import ExpertLoad
 from ocrstream.serving.placement import contiguous_placement, open_store
 from ocrstream.serving.protocol import shard_model_name
@@ -39,11 +53,22 @@ log = logging.getLogger(__name__)
 class BlsTransport:
     """Calls shard models from the engine thread, all of a layer's shards at once."""
 
-    def __init__(self, pb_utils: Any, names: list[str], retries: int = 3, backoff_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        pb_utils: Any,
+        names: list[str],
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        device: torch.device | None = None,
+        wire_dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.pb = pb_utils
         self.names = names
         self.retries = retries
         self.backoff_s = backoff_s
+        self.device = device or torch.device("cpu")
+        self.wire_dtype = wire_dtype
+        self._where = preferred_memory(pb_utils, self.device)  # outputs back on our GPU
         self.loop = asyncio.new_event_loop()  # owned by the engine thread (the only caller)
 
     def _request(self, shard: int, layer: int, rows: torch.Tensor, ids: torch.Tensor) -> Any:
@@ -53,9 +78,10 @@ class BlsTransport:
             requested_output_names=["EXPERT_OUT"],
             inputs=[
                 pb.Tensor("LAYER", np.array([layer], dtype=np.int32)),
-                pb.Tensor("HIDDEN", to_numpy_f32(rows)),
-                pb.Tensor("EXPERT_IDS", ids.to(torch.int32).numpy()),
+                to_pb(pb, "HIDDEN", rows.to(self.wire_dtype)),
+                to_pb(pb, "EXPERT_IDS", ids.to(torch.int32)),
             ],
+            **self._where,
         )
 
     async def _gather(self, reqs: list[Any]) -> list[Any]:
@@ -76,8 +102,8 @@ class BlsTransport:
                     failed.append(i)
                     errors.append(f"{self.names[calls[i][0]]}: {resp.error().message()}")
                 else:
-                    out = self.pb.get_output_tensor_by_name(resp, "EXPERT_OUT").as_numpy()
-                    results[i] = torch.from_numpy(np.array(out, copy=True))
+                    out = from_pb(self.pb.get_output_tensor_by_name(resp, "EXPERT_OUT"))
+                    results[i] = out.to(self.device, copy=True)  # the response's buffer goes with it
             if not failed:
                 return results  # type: ignore[return-value]
             todo = failed
@@ -105,13 +131,15 @@ class DecoderModel:
         config, params = model_params(args)
         self.name = config["name"]
         torch.set_num_threads(int(params.get("torch_threads", "1") or 1))
+        self.device = instance_device(args)
+        dtype = resolve_dtype(params.get("dtype", ""), self.device)
         folder = resolve_checkpoint(params.get("checkpoint", ""))
         self.cfg = DeepseekOCRConfig.from_json_file(folder / "config.json")
         d = self.cfg.decoder
         n_shards = int(params.get("num_shards", "0") or 0)
         moe_layers = [i for i in range(d.num_hidden_layers) if d.is_moe_layer(i)]
         self.load = ExpertLoad(moe_layers, d.n_routed_experts)
-        model = load_decoder_core(folder, params.get("dtype") or None, with_experts=n_shards == 0)
+        model = to_device(load_decoder_core(folder, dtype, with_experts=n_shards == 0), self.device)
         if n_shards == 0:
             experts: Any = ModuleExperts(model, self.load)
         else:
@@ -126,15 +154,16 @@ class DecoderModel:
             )
             if placement.n_shards != n_shards:
                 raise ValueError(f"placement has {placement.n_shards} shards, num_shards is {n_shards}")
-            transport = BlsTransport(pb_utils, names, int(params.get("bls_retries", "3") or 3))
+            wire = resolve_dtype(params.get("shard_dtype") or dtype, self.device)  # the shards' HIDDEN type
+            transport = BlsTransport(
+                pb_utils, names, int(params.get("bls_retries", "3") or 3), device=self.device, wire_dtype=wire
+            )
             experts = ShardedExperts(
                 transport, placement, store, self.load, float(params.get("placement_refresh_s", "0") or 0)
             )
         # Vision tokens from another encoder would decode to garbage: refuse them (empty id = unchecked).
         check = params.get("check_weights_id", "1") not in ("0", "false", "")
-        self.weights_id = (
-            encoder_weights_id_from_checkpoint(folder, params.get("dtype") or None) if check else ""
-        )
+        self.weights_id = encoder_weights_id_from_checkpoint(folder, dtype) if check else ""
         self.tokenizer = OcrTokenizer.from_file(
             folder / "tokenizer.json", image_token_id=self.cfg.image_token_id
         )
@@ -142,10 +171,19 @@ class DecoderModel:
         if self.tokenizer.ids.get("eos") is not None:
             stop.add(self.tokenizer.ids["eos"])
         self.stop_ids = frozenset(stop)
-        self.engine = Engine(model, experts, int(params.get("max_batch", "32") or 32), self.load)
+        self.engine = Engine(
+            model,
+            experts,
+            int(params.get("max_batch", "32") or 32),
+            self.load,
+            kv_budget_bytes=int(float(params.get("kv_cache_mb", "0") or 0) * 2**20),
+            kv_mem_fraction=float(params.get("kv_mem_fraction", "0.9") or 0.9),
+            max_len=int(params.get("max_seq_len", "0") or 0),
+            cuda_graphs=params.get("cuda_graphs", "auto") or "auto",
+        )
         self.engine.start()
         self.load.serve(int(params.get("metrics_port", "0") or 0))
-        log.info("%s ready: %s, %d shards", self.name, folder, n_shards)
+        log.info("%s ready: %s, %d shards, %s, %s", self.name, folder, n_shards, self.device, dtype)
 
     # ---- requests -----------------------------------------------------------------------------
     def _parse(self, req: Any, sender: Any) -> GenRequest:
@@ -170,12 +208,17 @@ class DecoderModel:
                     f"VisionTokens from encoder {vt.weights_id}, this decoder's encoder is {self.weights_id}"
                 )
         ids = self.tokenizer.build_input_ids(resolve_prompt(prompt), [vt.n_placeholders for vt in vts])
-        embeds = torch.cat([vt.embeds.float() for vt in vts]) if vts else None
+        # one host copy into pinned memory (casting there), then an async upload on CUDA
+        embeds = (
+            stage_to_device(torch.cat([vt.embeds for vt in vts]), self.device, self.engine.model.dtype)
+            if vts
+            else None
+        )
         rid = req.request_id() or f"req-{id(req)}"
         return GenRequest(
             rid=rid,
             input_ids=ids,
-            image_embeds=None if embeds is None else embeds.to(self.engine.model.dtype),
+            image_embeds=embeds,
             max_new_tokens=max_new,
             stop_ids=self.stop_ids,
             temperature=temperature,
@@ -237,3 +280,12 @@ class DecoderModel:
 
     def finalize(self) -> None:
         self.engine.stop()
+
+
+def to_device(model: Any, device: torch.device) -> Any:
+    """Move the decoder's materialised parts to ``device`` (the encoder stays on the meta device)."""
+    if device.type == "cpu":
+        return model
+    for module in (model.model.embed_tokens, model.model.layers, model.model.norm, model.lm_head):
+        module.to(device)
+    return model

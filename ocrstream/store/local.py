@@ -1,12 +1,24 @@
-"""Local-folder store (embedded mode): one file per key, written atomically (temp + rename)."""
+"""Local-folder store (embedded mode): one file per key, written atomically (temp + rename).
+
+Conditional writes (``put_if``) compare a content hash under an exclusive ``flock`` on a lock
+file beside the object (``.lock-<name>``), so they are atomic across threads and processes on one
+machine; dot-files are never listed as keys.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 from ocrstream.errors import NotFound, StoreUnavailable
+from ocrstream.store.base import WriteConflict
+
+
+def _version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 class LocalStore:
@@ -24,10 +36,40 @@ class LocalStore:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            self._write(path, data)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write {path}: {exc}") from exc
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)  # one read: the version is the hash of exactly these bytes
+        return data, _version(data)
+
+    def put_if(
+        self, key: str, data: bytes, version: str | None, content_type: str = "application/octet-stream"
+    ) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path.parent / f".lock-{path.name}", "ab") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                try:
+                    current = _version(path.read_bytes())
+                except FileNotFoundError:
+                    current = None
+                if current != version:
+                    raise WriteConflict(f"{key}: version {current} is not the expected {version}")
+                self._write(path, data)
         except OSError as exc:
             raise StoreUnavailable(f"cannot write {path}: {exc}") from exc
 
@@ -52,7 +94,7 @@ class LocalStore:
         if not start.exists():
             return []
         for p in start.rglob("*"):
-            if p.is_file() and not p.name.startswith(".tmp-"):
+            if p.is_file() and not p.name.startswith("."):  # temp and lock files
                 key = p.relative_to(base).as_posix()
                 if key.startswith(prefix) and key > start_after:
                     out.append(key)

@@ -5,6 +5,12 @@ Idempotent under redelivery: a page result is one object keyed by (job, page), r
 duplicate; completion is decided from the set of page objects, not from counting messages; a job
 already terminal does not emit a second completion.
 
+Exactly one completion across replicas: the result objects are written first (any replica that
+saw every page writes the same ones), then the job status moves to terminal by a compare-and-set
+(``Jobs.advance``); only the replica whose write wins emits the DocumentCompleted. A replica
+retrying the same page after a failure past that write (the answer lost) finds its own ``rev``
+on the record and emits then.
+
 Completion check cost: page objects are never deleted while a job runs, so the pages this process
 has seen in the store stay true; each page lists only the keys after the job's contiguous run of
 known pages (one short list per page instead of the whole job's prefix: O(n) keys per job, not
@@ -15,11 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections import OrderedDict
 
 from ocrstream.services import layout
 from ocrstream.services.runtime import SimpleHandler
 
+from ocrstream.errors import NotFound
 from ocrstream.messages import DocumentCompleted, Message, PageDecoded
 from ocrstream.store.base import Store, get_json, put_json
 from ocrstream.telemetry import Telemetry
@@ -47,6 +55,7 @@ class AssemblerHandler(SimpleHandler):
         self.degraded_rate = degraded_rate
         self.jobs = layout.Jobs(store)
         self._known: OrderedDict[str, set[int]] = OrderedDict()  # job -> pages seen in the store
+        self._claims: OrderedDict[str, str] = OrderedDict()  # job -> rev of our completing write
 
     def _pages_in_store(self, job_id: str, page: int, n_pages: int) -> set[int]:
         known = self._known.pop(job_id, set())
@@ -84,11 +93,14 @@ class AssemblerHandler(SimpleHandler):
         known = self._pages_in_store(msg.job_id, msg.page, msg.n_pages)
         if len(known) < msg.n_pages:
             return []
-        if not self.jobs.exists(msg.job_id):  # pages injected without ingest (re-decode tools, tests)
-            self.jobs.create(msg.job_id, doc_id=msg.doc_id, mode=msg.mode, prompt=msg.prompt)
-        status = self.jobs.get(msg.job_id)
-        if status["status"] in layout.TERMINAL and self.store.exists(layout.result_key(msg.job_id)):
-            return []  # a redelivered page of a finished job
+        claim = self._claims.get(msg.job_id)
+        try:
+            status = self.jobs.get(msg.job_id)
+        except NotFound:  # pages injected without ingest (re-decode tools, tests): advance creates it
+            status = {"status": ""}
+        finished = status["status"] in layout.TERMINAL and self.store.exists(layout.result_key(msg.job_id))
+        if finished and (not claim or status.get("rev") != claim):
+            return []  # a redelivered page of a finished job (unless our own completion's answer was lost)
         keys = [layout.page_result_key(msg.job_id, p) for p in sorted(known)]
         pages = [get_json(self.store, k) for k in keys]
         pages.sort(key=lambda p: p["page"])
@@ -109,15 +121,25 @@ class AssemblerHandler(SimpleHandler):
             "pages": pages,
         }
         self.store.put(res_key, json.dumps(result, ensure_ascii=False, indent=1).encode(), "application/json")
-        self.jobs.advance(
+        if claim is None:
+            claim = self._claims[msg.job_id] = uuid.uuid4().hex
+            while len(self._claims) > KNOWN_JOBS:
+                self._claims.popitem(last=False)
+        won = self.jobs.advance(
             msg.job_id,
             state,
+            defaults={"doc_id": msg.doc_id, "mode": msg.mode, "prompt": msg.prompt},
+            rev=claim,
             failed_pages=failed,
             markdown_key=md_key,
             result_key=res_key,
             n_pages=msg.n_pages,
         )
         self._known.pop(msg.job_id, None)
+        self._claims.pop(msg.job_id, None)
+        if won is None:
+            log.info("job %s was completed by another replica", msg.job_id)
+            return []
         log.info("assembled %s: %d pages, %d failed -> %s", msg.job_id, msg.n_pages, len(failed), state)
         return [
             DocumentCompleted(

@@ -1,5 +1,10 @@
 """``ocrstream serve ingest``: the HTTP API, the reference-topic consumer and the bucket/folder
-scanners in one process; SIGTERM stops all three, drains and exits 0."""
+scanners in one process; SIGTERM stops all three, drains and exits 0.
+
+Fails at start without API keys (unless OCRSTREAM_INGEST_DEV_OPEN) or, with S3, without
+credentials. The API starts at once; /readyz answers 503 naming the missing topics until the
+pipeline's topics exist (ingest checks, never creates them), and only then do the consumer and
+the scanners start."""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ from collections.abc import Mapping
 
 import uvicorn
 from ocrstream.services.ingest.api import create_app
+from ocrstream.services.ingest.auth import ApiKeys
 from ocrstream.services.ingest.handler import Ingestor, RefHandler
 from ocrstream.services.ingest.sources import BucketSource, FolderSource, make_fetcher
 from ocrstream.services.runtime import install_signal_handlers, publish_messages
-from ocrstream.services.wiring import all_topics, build_backbone, build_worker
+from ocrstream.services.wiring import TopicGate, all_topics, build_backbone, build_worker
 
-from ocrstream.config import CommonConfig, IngestConfig
+from ocrstream.config import CommonConfig, IngestConfig, TopicsConfig
 from ocrstream.errors import OcrStreamError
 from ocrstream.telemetry import setup_logging
 
@@ -26,8 +32,11 @@ def main(env: Mapping[str, str] | None = None) -> int:
     common = CommonConfig.from_env(env)
     cfg = IngestConfig.from_env(env)
     setup_logging(common.log_format)
+    ApiKeys(cfg.api_keys, cfg.dev_open)  # no keys and no dev flag: fail before connecting anywhere
+    if cfg.dev_open and not cfg.api_keys:
+        log.warning("ingest API open without API keys (OCRSTREAM_INGEST_DEV_OPEN): local development only")
     bb = build_backbone("ingest", common)
-    bb.bus.ensure_topics(all_topics(common.topic_prefix))
+    gate = TopicGate(bb.bus, all_topics(common.topic_prefix))
     producer = bb.bus.producer()
     ingestor = Ingestor(
         bb.store,
@@ -42,9 +51,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     threads: list[threading.Thread] = []
     client = getattr(bb.store, "client", None)
     worker = None
-    if cfg.refs_topic:
-        worker = build_worker("ingest", bb, RefHandler(ingestor, make_fetcher(client)), env)
-        threads.append(threading.Thread(target=worker.run, name="refs", daemon=True))
+    fetch = make_fetcher(client, cfg.ref_roots, cfg.ref_buckets, cfg.max_bytes)
     sources = []
     if cfg.s3_source_bucket and client is not None:
         sources.append(BucketSource(client, cfg.s3_source_bucket, cfg.s3_source_prefix, ingestor, bb.store))
@@ -68,7 +75,16 @@ def main(env: Mapping[str, str] | None = None) -> int:
             cfg.context_budget,
             load_curve=lambda: _load_curve(common),
         )
-    app = create_app(ingestor, bb.telemetry, cfg.api_keys, context=context)
+    app = create_app(
+        ingestor,
+        bb.telemetry,
+        cfg.api_keys,
+        ready=lambda: gate.ok,
+        context=context,
+        openai=_openai(common, cfg, client),
+        dev_open=cfg.dev_open,
+        not_ready_detail=gate.detail,
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning"))
     # uvicorn only captures signals in the main thread; it runs in a thread and we own SIGTERM.
     api = threading.Thread(target=server.run, name="api", daemon=True)
@@ -81,8 +97,14 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
     install_signal_handlers(_stop)
     api.start()
-    for t in threads:
-        t.start()
+    if gate.wait(stop, TopicsConfig.from_env(env).check_interval_s):
+        if cfg.refs_topic:
+            worker = build_worker("ingest", bb, RefHandler(ingestor, fetch), env)
+            threads.append(threading.Thread(target=worker.run, name="refs", daemon=True))
+            if stop.is_set():
+                worker.stop()
+        for t in threads:
+            t.start()
     stop.wait()
     api.join(timeout=30)
     for t in threads:
@@ -91,6 +113,23 @@ def main(env: Mapping[str, str] | None = None) -> int:
     producer.close()
     bb.telemetry.shutdown()
     return 0
+
+
+def _openai(common: CommonConfig, cfg: IngestConfig, client):  # noqa: ANN001, ANN202 - Minio | None
+    from ocrstream.services.ingest.openai_api import (
+        OpenAIOptions,
+        TokenizerPromptTokens,
+        checkpoint_model_names,
+    )
+    from ocrstream.services.ingest.references import ReferencePolicy
+
+    # Image URLs in chat requests may name the buckets the reference topic may read, nothing else.
+    return OpenAIOptions(
+        model_names=checkpoint_model_names(common.checkpoint_dir),
+        prompt_tokens=TokenizerPromptTokens(common.checkpoint_dir),
+        references=ReferencePolicy(buckets=cfg.ref_buckets),
+        s3_client=client,
+    )
 
 
 def _load_model(common: CommonConfig):  # noqa: ANN202 - OcrModel

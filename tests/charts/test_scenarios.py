@@ -112,12 +112,9 @@ def test_dev_infra_points_services_at_in_cluster_backends(helm: Any) -> None:
     assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{prefix}-kafka:9092"
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # partitions come from the topics Job
     job = rendered.component("Job", "topics")
-    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     values = load_values(CHART / "values.yaml")
-    names = {"submitted": "document.submitted", "encoded": "page.encoded", "deadletter": "dead-letter"}
-    for key, suffix in names.items():
-        assert f'ensure "ocrstream.{suffix}" {values["kafka"]["topics"][key]["partitions"]}' in script
-    assert script.count("\nensure ") == len(values["kafka"]["topics"])
+    assert _topic_layout(job) == _expected_layout(values, "ocrstream.")
+    assert _job_env(job)["OCRSTREAM_TOPICS_REPLICATION_FACTOR"] == "1"  # the one dev broker
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     collector = yaml.safe_load(rendered.component("ConfigMap", "otel-collector")["data"]["collector.yaml"])
     assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
@@ -131,8 +128,57 @@ def test_dev_infra_points_services_at_in_cluster_backends(helm: Any) -> None:
 def test_production_scenario_has_no_dev_infra(helm: Any) -> None:
     rendered = render(helm, load_values(CI / "default-values.yaml"))
     components = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in rendered.objects}
-    assert not components & {"kafka", "redis", "minio", "topics", "otel-collector"}
-    assert rendered.kind("StatefulSet") == [] and rendered.kind("Job") == []
+    assert not components & {"kafka", "redis", "minio", "otel-collector"}
+    assert rendered.kind("StatefulSet") == []
+    # The services never create topics: the topics Job does, before them (pre-install), replicated.
+    (job,) = rendered.kind("Job")
+    values = load_values(CHART / "values.yaml", CI / "default-values.yaml")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    env = _job_env(job)
+    assert env["OCRSTREAM_TOPICS_REPLICATION_FACTOR"] == str(
+        values["kafka"]["createTopics"]["replicationFactor"]
+    )
+    assert env["OCRSTREAM_KAFKA_BOOTSTRAP"] == values["kafka"]["bootstrap"]
+    assert _topic_layout(job) == _expected_layout(values, values["kafka"]["topicPrefix"])
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    assert pod["containers"][0]["image"].split(":")[0] == "ocrstream-ingest"
+
+
+def test_topics_job_can_be_left_to_an_operator(helm: Any) -> None:
+    values = load_values(
+        CI / "default-values.yaml", overrides={"kafka": {"createTopics": {"enabled": False}}}
+    )
+    assert render(helm, values).kind("Job") == []
+
+
+def _job_env(job: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def _topic_layout(job: dict[str, Any]) -> dict[str, int]:
+    """What `ocrstream topics create` makes of the Job's command and environment."""
+    from ocrstream.services.wiring import topic_layout
+
+    from ocrstream.config import CommonConfig, TopicsConfig
+
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][:3] == ["ocrstream", "topics", "create"]
+    env = _job_env(job)
+    return topic_layout(CommonConfig.from_env(env).topic_prefix, TopicsConfig.from_env(env))
+
+
+def _expected_layout(values: dict[str, Any], prefix: str) -> dict[str, int]:
+    names = {
+        "references": "document.refs",
+        "submitted": "document.submitted",
+        "rasterized": "page.rasterized",
+        "encoded": "page.encoded",
+        "decoded": "page.decoded",
+        "completed": "document.completed",
+        "deadletter": "dead-letter",
+    }
+    return {prefix + names[k]: t["partitions"] for k, t in values["kafka"]["topics"].items()}
 
 
 def test_external_secrets_scenario(helm: Any) -> None:

@@ -121,7 +121,7 @@ def test_bootstrap_needed_even_without_keda(helm: Any) -> None:
 
 
 def test_dev_enabled_supplies_endpoints(helm: Any) -> None:
-    rendered = render(helm, {"dev": {"enabled": True}})
+    rendered = render(helm, {"dev": {"enabled": True}, "ingest": {"devOpen": True}})
     assert rendered.component("ConfigMap", "config")["data"]["OCRSTREAM_KAFKA_BOOTSTRAP"].endswith(
         "-kafka:9092"
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ocrstream.bus.kafka import KafkaBus
+from ocrstream.bus.kafka import KafkaBus, create_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -60,7 +60,7 @@ def test_consumer_readiness_drops_during_a_broker_outage_and_returns(private_bro
     bootstrap, kafka = private_broker
     bus = KafkaBus(bootstrap, client_id="outage-test")
     topic = f"outage-{os.urandom(4).hex()}"
-    bus.ensure_topics([topic])
+    create_topics(bootstrap, {topic: 1}, replication=1)  # services only check; an admin step creates
     consumer = bus.consumer([topic], group=f"g-{os.urandom(4).hex()}")
     got: list[bytes] = []
 

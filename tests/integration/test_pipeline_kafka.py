@@ -50,7 +50,15 @@ def model():
 
 
 @pytest.fixture
-def common(kafka_bootstrap, redis_url, minio_endpoint, minio_bucket, kafka_topic_prefix, redis_key_prefix):
+def common(
+    kafka_bootstrap,
+    redis_url,
+    minio_endpoint,
+    minio_bucket,
+    kafka_topic_prefix,
+    redis_key_prefix,
+    pipeline_topics,
+):
     return CommonConfig(
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=kafka_topic_prefix,
@@ -67,7 +75,7 @@ def common(kafka_bootstrap, redis_url, minio_endpoint, minio_bucket, kafka_topic
 def Cluster(common: CommonConfig, model, exporter=None, stages=STAGES) -> ThreadedPipeline:  # noqa: N802
     bus = KafkaBus(common.kafka_bootstrap)
     store = S3Store(common.s3_endpoint, common.s3_access_key, common.s3_secret_key, common.s3_bucket)
-    cache = build_cache(common, EncoderConfig())  # as the encoder service does: sets allkeys-lru
+    cache = build_cache(common, EncoderConfig())  # as the encoder service does: checks the policy
     return ThreadedPipeline(
         common, bus, store, cache, model, stages=stages, env=ENV, decoder_cfg=DEC, exporter=exporter
     ).start()

@@ -50,7 +50,13 @@ def _poll_all(bus, t, group, want, timeout=60.0):
 
 
 def test_ingest_and_rasterizer_processes(
-    kafka_bootstrap, minio_endpoint, minio_bucket, kafka_topic_prefix, kafka_group_id, tmp_path
+    kafka_bootstrap,
+    minio_endpoint,
+    minio_bucket,
+    kafka_topic_prefix,
+    kafka_group_id,
+    pipeline_topics,
+    tmp_path,
 ):
     api_port, health_port = _free_port(), _free_port()
     env = {

@@ -30,13 +30,19 @@ def rng():
 @pytest.mark.minio
 @pytest.mark.kafka
 def test_bucket_source_submits_each_object_once(
-    minio_endpoint, minio_client, minio_bucket, kafka_bootstrap, kafka_topic_prefix, kafka_group_id, rng
+    minio_endpoint,
+    minio_client,
+    minio_bucket,
+    kafka_bootstrap,
+    kafka_topic_prefix,
+    kafka_group_id,
+    pipeline_topics,
+    rng,
 ):
     store = S3Store(
         minio_endpoint.endpoint, minio_endpoint.access_key, minio_endpoint.secret_key, minio_bucket
     )
     bus = KafkaBus(kafka_bootstrap)
-    bus.ensure_topics([topic(DocumentSubmitted, kafka_topic_prefix)])
     prod = bus.producer()
     ing = Ingestor(
         store, lambda m, s: publish_messages(prod, kafka_topic_prefix, m, s), Telemetry("t"), flush=prod.flush
@@ -76,6 +82,7 @@ def test_cli_submit_status_results_redecode(
     minio_bucket,
     kafka_topic_prefix,
     redis_key_prefix,
+    pipeline_topics,
     rng,
     tmp_path,
     monkeypatch,

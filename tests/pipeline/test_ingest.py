@@ -94,7 +94,8 @@ def test_reference_topic_submits_and_bad_refs_dead_letter(backbone, rng, tmp_pat
     ]
     publish_messages(prod, P, refs, None)
     cfg = WorkerConfig(max_wait_ms=0, metrics_port=0)
-    w = Worker(RefHandler(ing, make_fetcher(None)), backbone.bus, backbone.telemetry, cfg, P)
+    fetch = make_fetcher(None, roots=[tmp_path])
+    w = Worker(RefHandler(ing, fetch), backbone.bus, backbone.telemetry, cfg, P)
     assert w.run_once(0) == 3
     (msg,) = _submitted(backbone)
     assert (msg.filename, msg.mode) == ("ref.pdf", "tiny")
@@ -137,7 +138,10 @@ def test_context_api_without_a_model_answers_503(backbone):
         raise ImportError("No module named 'torch'")
 
     app = create_app(
-        _ingestor(backbone), backbone.telemetry, context=ContextRegistry(no_torch, backbone.store)
+        _ingestor(backbone),
+        backbone.telemetry,
+        context=ContextRegistry(no_torch, backbone.store),
+        dev_open=True,
     )
     r = TestClient(app).post("/v1/context/x/segments", json={"text": "hello"})
     assert r.status_code == 503 and r.json()["detail"]["reason"] == "model_unavailable", r.text

@@ -68,6 +68,8 @@ def tensor_usage(classes: list[ast.ClassDef]) -> tuple[set[str], set[str], set[s
                 optional.add(_first_str(node, 2))
             elif name == "Tensor" and _first_str(node, 0):
                 outputs.add(_first_str(node, 0))
+            elif name == "to_pb" and _first_str(node, 1):  # DLPack: to_pb(pb, NAME, tensor)
+                outputs.add(_first_str(node, 1))
     return required, optional, outputs
 
 
@@ -119,6 +121,7 @@ def test_decoder_bls_calls_match_the_shard_model():
     tree = ast.parse(Path(triton_decoder.__file__).read_text())
     (bls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BlsTransport"]
     sent = {_first_str(n, 0) for n in ast.walk(bls) if isinstance(n, ast.Call) and _callee(n) == "Tensor"}
+    sent |= {_first_str(n, 1) for n in ast.walk(bls) if isinstance(n, ast.Call) and _callee(n) == "to_pb"}
     requested = {
         e.value
         for n in ast.walk(bls)
@@ -144,3 +147,78 @@ def test_generated_repository_equals_checked_in(tmp_path):
     decoder = parse_pbtxt((tmp_path / "ocr_decoder" / "config.pbtxt").read_text())
     assert {"checkpoint", "num_shards", "placement_store", "shard_prefix"} <= decoder["parameters"]
     assert "decoupled: true" in (tmp_path / "ocr_decoder" / "config.pbtxt").read_text()
+
+
+def _instances(text: str) -> tuple[str, list[int] | None]:
+    block = re.search(r"instance_group\s*\[(.*?)\]\s*\n(?!\s*\})", text, re.S)
+    kind = re.search(r"kind:\s*(KIND_\w+)", text).group(1)
+    gpus = re.search(r"gpus:\s*\[([^\]]*)\]", text)
+    assert block is not None
+    return kind, None if gpus is None else [int(g) for g in gpus.group(1).split(",")]
+
+
+def test_configs_render_kind_cpu_by_default(tmp_path):
+    names = write_repository(tmp_path, num_shards=2)
+    for name in names:
+        text = (tmp_path / name / "config.pbtxt").read_text()
+        assert _instances(text) == ("KIND_CPU", None), name
+        assert "FORCE_CPU_ONLY_INPUT_TENSORS" not in text
+    shard = parse_pbtxt((tmp_path / names[1] / "config.pbtxt").read_text())
+    assert shard["input"]["HIDDEN"][0] == shard["output"]["EXPERT_OUT"][0] == "TYPE_FP32"
+
+
+def test_configs_render_kind_gpu_when_asked(tmp_path):
+    names = write_repository(tmp_path / "a", num_shards=3, device="cuda", gpus=[0, 1])
+    texts = {n: (tmp_path / "a" / n / "config.pbtxt").read_text() for n in names}
+    assert _instances(texts["ocr_decoder"]) == ("KIND_GPU", [0])  # one decoder instance, on the first GPU
+    assert [_instances(texts[n]) for n in names[1:]] == [
+        ("KIND_GPU", [0]),
+        ("KIND_GPU", [1]),
+        ("KIND_GPU", [0]),
+    ]
+    for n in names:
+        cfg = parse_pbtxt(texts[n])
+        assert "FORCE_CPU_ONLY_INPUT_TENSORS" in cfg["parameters"], n  # GPU tensors reach the model
+    shard = parse_pbtxt(texts[names[1]])
+    assert shard["input"]["HIDDEN"][0] == shard["output"]["EXPERT_OUT"][0] == "TYPE_BF16"  # bf16 on GPU
+    assert re.search(r'key: "shard_dtype"\n  value: \{ string_value: "bfloat16" \}', texts["ocr_decoder"])
+    # an explicit dtype wins; "cuda:1" alone puts everything on GPU 1
+    names = write_repository(tmp_path / "b", num_shards=1, device="cuda:1", dtype="float32")
+    shard_text = (tmp_path / "b" / names[1] / "config.pbtxt").read_text()
+    assert _instances(shard_text) == ("KIND_GPU", [1])
+    assert parse_pbtxt(shard_text)["input"]["HIDDEN"][0] == "TYPE_FP32"
+    with pytest.raises(ValueError, match=r"gpus \[0\] given for device 'cpu'"):
+        write_repository(tmp_path / "c", device="cpu", gpus=[0])
+
+
+def test_repo_cli_takes_device_and_gpus(tmp_path, monkeypatch):
+    from ocrstream.serving import repo
+
+    monkeypatch.setattr("sys.argv", ["repo", str(tmp_path), "--shards=2", "--device=cuda", "--gpus=2,3"])
+    repo.main()
+    kinds = [
+        _instances((tmp_path / n / "config.pbtxt").read_text())
+        for n in ("ocr_decoder", "expert_shard_0", "expert_shard_1")
+    ]
+    assert kinds == [("KIND_GPU", [2]), ("KIND_GPU", [2]), ("KIND_GPU", [3])]
+
+
+def test_chart_writes_a_gpu_repository_for_gpu_pods():
+    """The decoder pod's init container writes KIND_GPU models on the pod's GPUs when it requests
+    them (and KIND_CPU for a CPU-only Triton)."""
+    from tests.charts.helmlib import CHART, ensure_helm, load_values, render
+
+    try:
+        helm = ensure_helm()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+    def init_args(values: dict) -> list[str]:
+        pod = render(helm, values).component("Deployment", "decoder")["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        return init["command"]
+
+    gpu = init_args(load_values(CHART / "ci" / "gpu-values.yaml"))  # 2 GPUs per decoder pod
+    assert "--device=cuda" in gpu and "--gpus=0,1" in gpu
+    cpu = init_args(load_values(CHART / "ci" / "dev-cpu-values.yaml"))  # Triton without GPUs
+    assert "--device=cpu" in cpu and not any(a.startswith("--gpus") for a in cpu)

@@ -171,3 +171,102 @@ def test_shard_reload_mid_stream_loses_no_page(triton, tiny_snapshot, reference,
         rebalanced.set()
         worker.join(300)
         triton.unload(names)
+
+
+def _bf16_to_numpy(t: torch.Tensor):
+    import ml_dtypes
+
+    return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+
+
+def _numpy_to_torch(a) -> torch.Tensor:
+    import numpy as np
+
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(a.copy())
+
+
+def _call_shard(triton, name: str, layer: int, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    wire = {torch.float32: "FP32", torch.bfloat16: "BF16"}[rows.dtype]
+    data = _bf16_to_numpy(rows) if rows.dtype == torch.bfloat16 else rows.numpy()
+    inputs = []
+    for tname, arr, dt in (
+        ("LAYER", np.array([layer], dtype=np.int32), "INT32"),
+        ("HIDDEN", data, wire),
+        ("EXPERT_IDS", ids.to(torch.int32).numpy(), "INT32"),
+    ):
+        t = grpcclient.InferInput(tname, list(arr.shape), dt)
+        t.set_data_from_numpy(arr)
+        inputs.append(t)
+    return _numpy_to_torch(triton.client.infer(name, inputs).as_numpy("EXPERT_OUT"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_dlpack_rows_round_trip_bit_exactly(triton, tiny_snapshot, reference, dtype):
+    """Shard rows cross the python backend over DLPack (no numpy on the model side): a shard's
+    output equals the same computation in this process bit for bit, in fp32 and in bf16; and the
+    decoder fed by bf16 shards over BLS gives, page by page, the tokens of the in-process engine."""
+    from ocrstream.model.tokenizer import resolve_prompt
+    from ocrstream.serving.checkpoint import load_decoder_core
+    from ocrstream.serving.engine import Engine, GenRequest, ModuleExperts
+    from ocrstream.serving.expert_shard import ExpertShard
+
+    folder, _ = tiny_snapshot
+    pages, _ = reference
+    tag = str(dtype).removeprefix("torch.")
+    names = write_repository(
+        triton.model_repo, str(folder), 2, decoder=f"dec_dl_{tag}", shard_prefix=f"shard_dl_{tag}", dtype=tag
+    )
+    triton.load(names[1:] + names[:1])
+    try:
+        ocr = OcrModel.load(folder)
+        d = ocr.config.decoder
+        p = contiguous_placement(d.n_routed_experts, list(range(1, d.num_hidden_layers)), 2)
+        gen = torch.Generator().manual_seed(fresh_seed())
+        bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+        for s in (0, 1):
+            local = ExpertShard.from_checkpoint(str(folder), s, [p], dtype)
+            for layer in (1, d.num_hidden_layers - 1):
+                held = p.experts_on(s, layer)
+                n = int(torch.randint(1, 40, (1,), generator=gen))
+                rows = torch.randn(n, d.hidden_size, generator=gen).to(dtype)
+                ids = torch.tensor(held)[torch.randint(0, len(held), (n,), generator=gen)]
+                got = _call_shard(triton, names[1 + s], layer, rows, ids)
+                assert got.dtype == dtype
+                assert torch.equal(got.view(bits), local.compute(layer, rows, ids).view(bits))
+        if dtype != torch.bfloat16:
+            return  # fp32 decoding over shards: test_sharded_greedy_output_equals_inprocess
+        client = TritonDecoder(triton.grpc_url, triton_model=names[0])
+        core = load_decoder_core(folder, dtype, with_experts=True)
+        stop = frozenset(
+            {
+                d.eos_token_id,
+                *([ocr.tokenizer.ids["eos"]] if ocr.tokenizer.ids.get("eos") is not None else []),
+            }
+        )
+        for blob in (pages[0], pages[2], pages[3]):
+            (got,) = client.decode([blob], "free_ocr", MAX_NEW, 0.0, NGRAM)  # alone in the server's batch
+            vt = VisionTokens.from_bytes(blob)
+            ids = ocr.tokenizer.build_input_ids(resolve_prompt("free_ocr"), [vt.n_placeholders])
+            results = {}
+            engine = Engine(core, ModuleExperts(core), max_batch=1)
+            engine.submit(
+                GenRequest(
+                    "x",
+                    ids,
+                    vt.embeds.to(dtype),
+                    MAX_NEW,
+                    stop,
+                    ngram=NGRAM,
+                    ngram_whitelist=tuple(ocr.config.ngram_whitelist),
+                    on_done=lambda r, res, out=results: out.update(x=res),
+                )
+            )
+            engine.run_until_idle()
+            assert got.token_ids == results["x"].token_ids
+    finally:
+        triton.unload(names)

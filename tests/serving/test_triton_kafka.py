@@ -12,7 +12,7 @@ import pytest
 from ocrstream.services import layout
 from ocrstream.services.wiring import all_topics
 
-from ocrstream.bus.kafka import KafkaBus
+from ocrstream.bus.kafka import KafkaBus, create_topics
 from ocrstream.model.runtime import OcrModel
 from ocrstream.pipeline.embedded import EmbeddedPipeline
 from ocrstream.serving.repo import write_repository
@@ -49,7 +49,7 @@ def test_kafka_services_with_triton_decoder(
 
         env = {**base, "OCRSTREAM_DECODER_BACKEND": "triton", "OCRSTREAM_DECODER_TRITON_URL": triton.grpc_url}
         bus = KafkaBus(kafka_bootstrap, client_id="test-triton-kafka")
-        bus.ensure_topics(all_topics(kafka_topic_prefix))
+        create_topics(kafka_bootstrap, dict.fromkeys(all_topics(kafka_topic_prefix), 1), replication=1)
         pipe = EmbeddedPipeline(tmp_path / "store-kafka", model, env=env, bus=bus)
         [sub] = pipe.submit_paths([doc])
         deadline = time.monotonic() + 300

@@ -44,6 +44,16 @@ problem, then fails once listing them all (called from common/configmap.yaml, al
 {{- end -}}
 {{- end -}}
 
+{{- /* The ingest API refuses to start without keys (services/ingest/auth.py). */ -}}
+{{- if $v.ingest.enabled -}}
+{{- $i := $v.ingest -}}
+{{- if and $i.apiKeys $i.apiKeysSecret.name -}}
+{{- $msgs = append $msgs "ingest: give ingest.apiKeys or ingest.apiKeysSecret.name, not both" -}}
+{{- else if not (or $i.apiKeys $i.apiKeysSecret.name $i.devOpen) -}}
+{{- $msgs = append $msgs "ingest needs API keys: set ingest.apiKeys (stored in a Secret) or ingest.apiKeysSecret.name (an existing Secret), or ingest.devOpen=true for a development cluster" -}}
+{{- end -}}
+{{- end -}}
+
 {{- if $v.decoder.enabled -}}
 {{- $e := $v.decoder.experts -}}
 {{- if or (lt (int $e.shards) 1) (gt (int $e.shards) (int $e.count)) -}}
