@@ -97,7 +97,11 @@ def tesseract(png: Path, threads: int) -> tuple[str, float]:
     env = {**os.environ, "OMP_THREAD_LIMIT": str(threads)}
     t0 = time.perf_counter()
     res = subprocess.run(
-        ["tesseract", str(png), "-", "--psm", "3", "-l", "eng"], capture_output=True, text=True, env=env, check=True
+        ["tesseract", str(png), "-", "--psm", "3", "-l", "eng"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     return res.stdout, time.perf_counter() - t0
 
@@ -170,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(f"{'':24s}{'ocrstream':>12s}{'tesseract 5':>14s}{'ratio':>9s}")
-    print(f"{'CER (' + str(len(rows)) + ' pages)':24s}{cer_ours:12.2%}{cer_tess:14.2%}{summary['cer_ratio']:9.2f}")
+    print(
+        f"{'CER (' + str(len(rows)) + ' pages)':24s}{cer_ours:12.2%}{cer_tess:14.2%}{summary['cer_ratio']:9.2f}"
+    )
     print(f"{'seconds per page':24s}{s_ours:12.2f}{s_tess:14.2f}{summary['time_ratio']:9.2f}")
     print(f"goal: both ratios <= 1.5 ({args.threads} threads each)")
     if args.out:

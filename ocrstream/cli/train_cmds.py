@@ -67,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ex.add_argument("--pages", type=int, default=12, help="eval pages for eval.json")
     ex.set_defaults(func=cmd_export)
 
+
 def cmd_corpus(args: argparse.Namespace) -> int:
     from ocrstream.data.corpus import build_corpus, default_corpus_path
 
@@ -118,7 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if v is not None:
             setattr(tc, k, v)
     st = LineTrainer(tc).run(progress=not args.no_progress)
-    print(json.dumps({"step": st.step, "lines": st.lines, "cpu_h": st.cpu_seconds / 3600, "best_cer": st.best_cer}))
+    print(
+        json.dumps(
+            {"step": st.step, "lines": st.lines, "cpu_h": st.cpu_seconds / 3600, "best_cer": st.best_cer}
+        )
+    )
     return 0
 
 

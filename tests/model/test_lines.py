@@ -74,7 +74,10 @@ def test_a_strips_tokens_do_not_depend_on_its_batch(strip_model):
     """The runtime batches strips of one padded width together (CLIP attends over the whole strip,
     padding included): each strip's tokens then equal those it gets alone."""
     w = 32 * random.randint(1, 6)
-    strips = [Image.fromarray(np.random.randint(0, 255, (32, w - random.randint(0, 31)), dtype=np.uint8)) for _ in range(5)]
+    strips = [
+        Image.fromarray(np.random.randint(0, 255, (32, w - random.randint(0, 31)), dtype=np.uint8))
+        for _ in range(5)
+    ]
     alone = [strip_model.encode_strips(strips_to_tensor([pad_strip(s, 32)])).projected[0] for s in strips]
     batch = strip_model.encode_strips(strips_to_tensor([pad_strip(s, 32) for s in strips])).projected
     for i, a in enumerate(alone):
@@ -95,7 +98,12 @@ def test_official_config_keeps_square_views_and_has_no_ctc_head():
 def test_strip_config_round_trips_through_config_json():
     cfg = tiny_lines_config()
     back = DeepseekOCRConfig.from_hf_dict(cfg.to_hf_dict())
-    assert back.sam == cfg.sam and back.clip == cfg.clip and back.ctc_head and back.line_decoding == cfg.line_decoding
+    assert (
+        back.sam == cfg.sam
+        and back.clip == cfg.clip
+        and back.ctc_head
+        and back.line_decoding == cfg.line_decoding
+    )
 
 
 @pytest.mark.parametrize("columns", [1, 2])
