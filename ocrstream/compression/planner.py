@@ -15,11 +15,26 @@ per token saved, among those whose demotion keeps the order. Value = age weight 
 the weight halves every ``half_life`` segments, so old segments fade first while a sharp rung
 far from the present can still give way before an old blurry one is dropped entirely. The newest
 ``keep_sharp`` segments (default 1: the present) give way only when nothing older is left.
+
+Costs are one list (every segment costs the same per rung: square views of one size) or one list
+per segment (a line-strip model's page costs what its lines cost).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+Costs = Sequence[int] | Sequence[Sequence[int]]
+
+
+def _rows(costs: Costs, n: int) -> list[list[int]]:
+    """Per-segment cost rows from either form (see module doc)."""
+    if costs and isinstance(costs[0], Sequence):
+        rows = [list(r) for r in costs]  # type: ignore[arg-type]
+        if len(rows) != n:
+            raise ValueError(f"{len(rows)} cost rows for {n} segments")
+        return rows
+    return [list(costs)] * n  # type: ignore[arg-type]
 
 
 def default_quality(costs: Sequence[int]) -> list[float]:
@@ -28,13 +43,17 @@ def default_quality(costs: Sequence[int]) -> list[float]:
     return [(c / top) ** 0.5 for c in costs]
 
 
-def _check(
-    costs: Sequence[int], n: int, budget: int, caps: Sequence[int] | None, quality: Sequence[float]
-) -> None:
+def _check_row(costs: Sequence[int]) -> None:
     if not costs:
         raise ValueError("need at least one rung cost")
     if any(c <= 0 for c in costs) or any(a <= b for a, b in zip(costs, costs[1:], strict=False)):
         raise ValueError(f"rung costs must be positive and strictly decreasing, got {list(costs)}")
+
+
+def _check(
+    costs: Sequence[int], n: int, budget: int, caps: Sequence[int] | None, quality: Sequence[float]
+) -> None:
+    _check_row(costs)
     if n < 0 or budget < 0:
         raise ValueError(f"segment count and budget must be >= 0, got n={n} budget={budget}")
     if caps is not None:
@@ -61,15 +80,21 @@ def plan_levels(
 
     The ``keep_sharp`` newest segments fade only once every older segment is gone.
     """
-    quality = list(quality) if quality is not None else default_quality(costs)
-    _check(costs, n, budget, caps, quality)
+    rows = _rows(costs, n)
+    first = rows[0] if rows else list(costs)  # type: ignore[arg-type]
+    quality = list(quality) if quality is not None else default_quality(first)
+    _check(first, n, budget, caps, quality)
+    for row in rows:
+        _check_row(row)
+        if len(row) != len(first):
+            raise ValueError(f"every segment needs {len(first)} rung costs, got {row}")
     if half_life <= 0 or keep_sharp < 0:
         raise ValueError(f"half_life must be positive and keep_sharp >= 0, got {half_life}, {keep_sharp}")
-    drop = len(costs)
-    cost = [*costs, 0]
+    drop = len(first)
+    cost = [[*row, 0] for row in rows]
     qual = [*quality, 0.0]
     levels = list(caps) if caps is not None else [0] * n
-    total = sum(cost[r] for r in levels)
+    total = sum(cost[i][r] for i, r in enumerate(levels))
     weight = [0.5 ** (i / half_life) for i in range(n)]
     while total > budget:
         best, best_key = -1, None
@@ -78,17 +103,17 @@ def plan_levels(
                 continue
             if i + 1 < n and levels[i + 1] < r + 1:
                 continue  # the next older segment would become sharper than this one
-            saved = cost[r] - cost[r + 1]
+            saved = cost[i][r] - cost[i][r + 1]
             loss = weight[i] * max(0.0, qual[r] - qual[r + 1])
             key = (i < keep_sharp, loss / saved, -i)  # pinned last, then cheapest value per token, oldest
             if best_key is None or key < best_key:
                 best, best_key = i, key
         # the oldest kept segment is always demotable, so best >= 0 while total > 0
-        total -= cost[levels[best]] - cost[levels[best] + 1]
+        total -= cost[best][levels[best]] - cost[best][levels[best] + 1]
         levels[best] += 1
     return levels
 
 
-def plan_cost(costs: Sequence[int], levels: Sequence[int]) -> int:
-    cost = [*costs, 0]
-    return sum(cost[r] for r in levels)
+def plan_cost(costs: Costs, levels: Sequence[int]) -> int:
+    rows = _rows(costs, len(levels))
+    return sum([*row, 0][r] for row, r in zip(rows, levels, strict=True))

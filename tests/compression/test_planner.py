@@ -70,3 +70,26 @@ def test_zero_budget_drops_everything():
 def test_bad_inputs_name_the_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         plan_levels(**kwargs)
+
+
+def test_per_segment_costs_keep_budget_order_and_caps(rng):
+    """A line-strip model's pages cost what their lines cost: one cost row per segment."""
+    for trial in range(150):
+        n_rungs = rng.randint(1, 4)
+        rows: list[list[int]] = []
+        levels: list[int] = []
+        budget = rng.randint(0, 900)
+        for step in range(rng.randint(1, 20)):
+            rows = [sorted(rng.sample(range(1, 300), n_rungs), reverse=True), *rows]
+            caps = [0, *levels]
+            levels = plan_levels(rows, len(caps), budget, caps)
+            ctx = f"seed={rng.seed_value} trial={trial} step={step} rows={rows} levels={levels}"
+            assert plan_cost(rows, levels) <= budget, ctx
+            assert levels == sorted(levels), ctx  # older never sharper
+            assert all(r >= c for r, c in zip(levels, caps, strict=True)), ctx
+            if plan_cost(rows, caps) <= budget:
+                assert levels == caps, ctx
+            kept = [i for i, r in enumerate(levels) if r < n_rungs]
+            rows, levels = [rows[i] for i in kept], [levels[i] for i in kept]
+    with pytest.raises(ValueError, match="cost rows"):
+        plan_levels([[3, 2], [3, 2]], 3, 10)
