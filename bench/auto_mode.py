@@ -25,12 +25,17 @@ from ocrstream.compression.auto_mode import AutoPolicy, policy_for
 from ocrstream.compression.curve import curve_from_samples, eval_pages, measure
 from ocrstream.compression.ladder import model_ladder, page_tokens
 from ocrstream.model.runtime import SHIPPED_MODEL_DIR, OcrModel
-from ocrstream.train.evaluate import cer
+from ocrstream.textdist import cer
 
 log = logging.getLogger("bench.auto_mode")
 
 
-def bench_pages(n: int, size: int, seed: int) -> list[tuple]:
+def bench_pages(n: int, size: int, seed: int, strips: bool = False) -> list[tuple]:
+    """(image, text, level) pages; a line-strip model reads synthetic A4 PDF pages (level 3)."""
+    if strips:
+        from ocrstream.compression.curve import line_model_pages
+
+        return [(img, text, 3) for img, text in line_model_pages(n, seed=seed + 1000)]
     from ocrstream.data.corpus import load_corpus
     from ocrstream.data.fonts import train_fonts
     from ocrstream.data.render import PageGenerator
@@ -59,7 +64,7 @@ def run(model, policy: AutoPolicy, pages, max_new_tokens: int, text_layer: bool 
             hyp[(i, m)] = text
     rows = []
     for i, ((img, ref_text, level), c) in enumerate(zip(pages, choices, strict=True)):
-        base_tokens = page_tokens(ref, img.size)[0]
+        base_tokens = page_tokens(ref, img.size, img)[0]
         rows.append(
             {
                 "page": i,
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = policy_for(str(args.checkpoint or ""))
     if args.margin is not None:
         policy = AutoPolicy(policy.curve, policy.target, policy.reference, args.margin)
-    pages = bench_pages(args.pages, model.config.sam.img_size, args.seed)
+    pages = bench_pages(args.pages, model.config.sam.img_size, args.seed, model.config.sam.strips)
     report = run(model, policy, pages, args.max_new_tokens, args.text_layer)
     report["provenance"] = {
         "model": "tiny-random" if args.tiny else str(args.checkpoint or SHIPPED_MODEL_DIR),

@@ -20,7 +20,6 @@ from PIL import Image
 
 from ocrstream.compression.curve import CompressionCurve
 from ocrstream.compression.density import estimate
-from ocrstream.compression.hooks import AUTO, is_auto  # noqa: F401 - re-exported
 from ocrstream.compression.ladder import page_tokens
 from ocrstream.model.modes import Mode, get_mode
 
@@ -147,7 +146,9 @@ def _policy_for(checkpoint_dir: str) -> AutoPolicy:
     cfg = DeepseekOCRConfig.from_json_file(cfg_path) if cfg_path.exists() else None
     curve = curve_for(folder, cfg.name if cfg is not None else None)
     ref = None
-    for name in ("base", str(cfg.sam.img_size) if cfg is not None else ""):
+    # the model's Base rung: the official name, a small square model's view size, or a line
+    # reader's default (full-width) rung
+    for name in ("base", *((str(cfg.sam.img_size), cfg.default_mode) if cfg is not None else ())):
         if name in curve.modes:
             ref = name
             break

@@ -422,7 +422,23 @@ class OcrModel:
         self, views: list[torch.Tensor], max_new_tokens: int = 512, mode: str = "lines"
     ) -> list[list[int]]:
         """Token ids of each strip (its prompt embeddings [n + 2, hidden]), by the config's
-        ``line_decoding``: greedy CTC, the decoder alone, or the decoder guided by CTC."""
+        ``line_decoding``: greedy CTC, the decoder alone, or the decoder guided by CTC.
+
+        Strips are read in batches of similar length: a batch decodes until its longest strip is
+        done, so mixing a page number with a full line would keep the short row busy for nothing."""
+        order = sorted(range(len(views)), key=lambda i: views[i].shape[0])
+        out: list[list[int]] = [[] for _ in views]
+        for k in range(0, len(order), self.DECODE_BATCH):
+            idx = order[k : k + self.DECODE_BATCH]
+            for i, seq in zip(
+                idx, self._read_strip_batch([views[i] for i in idx], max_new_tokens, mode), strict=True
+            ):
+                out[i] = seq
+        return out
+
+    DECODE_BATCH = 64  # strips decoded together
+
+    def _read_strip_batch(self, views: list[torch.Tensor], max_new_tokens: int, mode: str) -> list[list[int]]:
         if not views:
             return []
         cfg = self.config
