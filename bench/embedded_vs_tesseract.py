@@ -83,7 +83,8 @@ def pick_pages(pdf_path: Path, per_doc: int) -> list[tuple[int, str]]:
 
 def render(pdf_path: Path, index: int):  # noqa: ANN201 - PIL image
     import pypdfium2 as pdfium
-    from ocrstream.services.rasterizer.raster import Limits
+
+    from ocrstream.raster import Limits
 
     doc = pdfium.PdfDocument(str(pdf_path))
     page = doc[index]

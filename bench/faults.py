@@ -182,7 +182,7 @@ def make_tiny_checkpoint(folder: Path, seed: int) -> Path:
     import torch
 
     from ocrstream.model.weights import save_snapshot
-    from tests.pipeline.conftest import tiny_ocr_model
+    from tests.tiny import tiny_ocr_model
 
     torch.manual_seed(seed)
     model = tiny_ocr_model()
@@ -443,8 +443,7 @@ def _norm(text: str) -> str:
 
 def verify(store, jobs: dict[str, list[str]], completions: Counter[str], rep: Report) -> None:  # noqa: ANN001
     """Every page of every job exactly once in its results, with its own text."""
-    from ocrstream.services import layout
-
+    from ocrstream import layout
     from ocrstream.errors import NotFound
     from ocrstream.store.base import get_json
 
@@ -484,11 +483,10 @@ def verify(store, jobs: dict[str, list[str]], completions: Counter[str], rep: Re
 
 
 def run(plan: Plan, ep: Endpoints, workdir: Path, say=print) -> Report:  # noqa: ANN001, C901, PLR0915
+    from ocrstream.bus.kafka import KafkaBus, create_topics
     from ocrstream.services.ingest.handler import Ingestor
     from ocrstream.services.runtime import publish_messages
     from ocrstream.services.wiring import all_topics
-
-    from ocrstream.bus.kafka import KafkaBus, create_topics
     from ocrstream.store.s3 import S3Store
     from ocrstream.telemetry import Telemetry
 
@@ -651,8 +649,7 @@ def run(plan: Plan, ep: Endpoints, workdir: Path, say=print) -> Report:  # noqa:
 
 
 def _finished(store, job: str) -> bool:  # noqa: ANN001
-    from ocrstream.services import layout
-
+    from ocrstream import layout
     from ocrstream.errors import NotFound
 
     try:

@@ -24,29 +24,13 @@ import torch
 
 from ocrstream.cache.memory import MemoryCache
 from ocrstream.compression.context_store import ContextStore, curve_ladder, model_curve
-from ocrstream.compression.render import PageRenderer
 from ocrstream.model.runtime import SHIPPED_MODEL_DIR, OcrModel
 from ocrstream.store.local import LocalStore
-from ocrstream.train.evaluate import cer
+from ocrstream.textdist import cer
+
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("bench.forgetting")
-
-
-def segments(n: int, size: int, seed: int) -> list[str]:
-    """Held-out paragraphs cut to what one page holds (the page's own drawn text)."""
-    import random
-
-    from ocrstream.data.corpus import load_corpus
-
-    rng = random.Random(seed)
-    paras = load_corpus()["test"]
-    r = PageRenderer(size)
-    out = []
-    while len(out) < n:
-        words = rng.choice(paras).text.split()
-        start = rng.randrange(max(1, len(words) - 10))
-        out.append(r.render(" ".join(words[start : start + rng.randint(12, 60)]))[0].text)
-    return out
 
 
 def run(model, ladder, quality, texts: list[str], budget: int, max_new_tokens: int, half_life: float) -> dict:  # noqa: ANN001
@@ -104,10 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(REPO))  # the test suite's helpers: held-out segments, the tiny model
+    from tests.documents import heldout_segments
+
     t0 = time.time()
     if args.tiny:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "compression"))
-        from conftest import tiny_model  # the test suite's random tiny model
+        from tests.compression.conftest import tiny_model  # the test suite's random tiny model
 
         model = tiny_model(0)
         args.max_new_tokens = min(args.max_new_tokens, 8)
@@ -117,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ladder, quality = curve_ladder(model, None if args.tiny else model_curve(args.checkpoint))
     top = ContextStore("probe", model, ladder, 0, LocalStore(tempfile.mkdtemp())).costs[0]
     budget = args.budget if args.budget is not None else 4 * top
-    texts = segments(args.segments, size, args.seed)
+    texts = heldout_segments(args.segments, size, args.seed, words=(12, 60))
     report = run(model, ladder, quality, texts, budget, args.max_new_tokens, args.half_life)
     report["provenance"] = {
         "model": "tiny-random" if args.tiny else str(args.checkpoint or SHIPPED_MODEL_DIR),

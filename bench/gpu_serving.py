@@ -97,6 +97,7 @@ def _device_meta(torch) -> dict:  # noqa: ANN001 - the torch module
 # ---- tune -------------------------------------------------------------------------------------
 def stage_tune(args: argparse.Namespace) -> int:
     import torch
+
     from ocrstream.kernels import moe_experts
 
     kb = _kernels_bench()

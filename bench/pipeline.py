@@ -61,7 +61,7 @@ def load_model(checkpoint: str, tiny: bool, random_size: str = "embedded"):
     if not tiny and (SHIPPED_MODEL_DIR / "config.json").exists():
         return OcrModel.load(None), "shipped embedded model", ""
     from ocrstream.model.weights import save_snapshot
-    from tests.pipeline.conftest import tiny_ocr_model
+    from tests.tiny import tiny_ocr_model
 
     torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
     model = tiny_ocr_model(config=random_size)
@@ -72,7 +72,7 @@ def load_model(checkpoint: str, tiny: bool, random_size: str = "embedded"):
 
 
 def in_process(model, docs: list[bytes], mode: str, prompt: str, batch: int, max_new: int) -> float:
-    from ocrstream.services.rasterizer.raster import Limits, rasterize
+    from ocrstream.raster import Limits, rasterize
 
     t0 = time.perf_counter()
     images = []
@@ -94,11 +94,10 @@ class ProcessPipeline:
     def __init__(self, args, common, model_dir: str, env_extra: dict[str, str]) -> None:
         import subprocess
 
+        from ocrstream.bus.kafka import KafkaBus, create_topics
         from ocrstream.services.ingest.handler import Ingestor
         from ocrstream.services.runtime import publish_messages
         from ocrstream.services.wiring import all_topics, build_store
-
-        from ocrstream.bus.kafka import KafkaBus, create_topics
         from ocrstream.telemetry import Telemetry
 
         self.ports = {s: _free_port() for s in self.STAGES}
@@ -160,7 +159,7 @@ class ProcessPipeline:
         return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line_prefix))
 
     def wait(self, job_ids, timeout_s=600.0):
-        from ocrstream.services import layout
+        from ocrstream import layout
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -240,11 +239,10 @@ def run_processes(args, model_dir: str, docs: list[bytes], rng) -> dict:
 
 
 def build_pipeline(args, model):
-    from ocrstream.services.wiring import build_cache, build_store
-
     from ocrstream.bus.memory import MemoryBus
     from ocrstream.config import CommonConfig, DecoderConfig, EncoderConfig, WorkerConfig
-    from ocrstream.pipeline.threaded import ThreadedPipeline
+    from ocrstream.pipeline.runner import Pipeline
+    from ocrstream.services.wiring import build_cache, build_store
 
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     store_dir = tempfile.mkdtemp(prefix="ocrstream-bench-")
@@ -256,9 +254,8 @@ def build_pipeline(args, model):
         cache=args.cache,
     )
     if args.bus == "kafka":
-        from ocrstream.services.wiring import all_topics
-
         from ocrstream.bus.kafka import KafkaBus, create_topics
+        from ocrstream.services.wiring import all_topics
 
         bus = KafkaBus(common.kafka_bootstrap, "ocrstream-bench")
         create_topics(common.kafka_bootstrap, dict.fromkeys(all_topics(prefix), 2), replication=1)
@@ -267,12 +264,13 @@ def build_pipeline(args, model):
     dec = DecoderConfig(max_new_tokens=args.max_new_tokens, ladder="t=0.0")
     wcfg = WorkerConfig(max_batch=args.batch, max_wait_ms=args.max_wait_ms, metrics_port=0)
     env = {"OCRSTREAM_INGEST_DEFAULT_MODE": args.mode, "OCRSTREAM_INGEST_DEFAULT_PROMPT": args.prompt}
-    pipe = ThreadedPipeline(
-        common,
+    pipe = Pipeline(
+        model,
         bus,
         build_store(common),
         build_cache(common, EncoderConfig()),
-        model,
+        common=common,
+        runner="threads",
         env=env,
         decoder_cfg=dec,
         worker_cfg=wcfg,

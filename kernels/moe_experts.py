@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from ocrstream.kernels._compat import check_launchable, interpreting, round_to, tl, triton
 from ocrstream.kernels.moe_permute import moe_align_triton, moe_combine_triton
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from ocrstream.kernels._compat import check_launchable, next_power_of_2, round_to, tl, triton
 
 

@@ -16,6 +16,7 @@ the reference's ``torch.topk(sorted=False)`` order is unspecified, so compare as
 from __future__ import annotations
 
 import torch
+
 from ocrstream.kernels._compat import check_launchable, next_power_of_2, tl, triton
 
 SCORING_FUNCS = {"softmax": 0, "sigmoid": 1}

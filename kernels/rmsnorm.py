@@ -14,6 +14,7 @@ within one ulp of the output dtype.
 from __future__ import annotations
 
 import torch
+
 from ocrstream.kernels._compat import check_launchable, next_power_of_2, round_to, tl, triton
 
 

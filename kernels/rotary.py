@@ -14,6 +14,7 @@ the kernel repeats those roundings so low-precision results agree to one ulp.
 from __future__ import annotations
 
 import torch
+
 from ocrstream.kernels._compat import check_launchable, next_power_of_2, round_to, tl, triton
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from ocrstream.kernels._compat import check_launchable, interpreting, next_power_of_2, round_to, tl, triton
 
 

@@ -7,6 +7,10 @@ store keys (MinIO / local folder) or cache keys (Redis), only OCR text travels i
 
 A reader accepts any record whose schema version is <= its own (fields added later are ignored,
 fields missing get their defaults); a newer major version is an ``InvalidMessage``.
+
+Records kept in the store rather than on a topic (``TokenRecord``) are the same typed messages,
+written with ``to_record`` (their schema version and type inside the JSON, as there are no headers)
+and read with ``from_record``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ M = TypeVar("M", bound="Message")
 
 HEADER_SCHEMA = "schema-version"
 HEADER_TYPE = "message-type"
+RECORD_SCHEMA = "schema_version"  # the header's counterparts inside a stored record
+RECORD_TYPE = "message_type"
 
 # Prompts known by name (model tokenizer); anything else is passed as a raw prompt string.
 PROMPTS = ("markdown", "free_ocr", "grounding")
@@ -83,6 +89,23 @@ class Message:
             raw = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidMessage(f"{cls.__name__}: value is not JSON: {data[:80]!r}") from exc
+        return cls.from_dict(raw, version)
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON object to store: the fields plus schema version and type."""
+        return {RECORD_SCHEMA: self.SCHEMA_VERSION, RECORD_TYPE: type(self).__name__, **self.to_dict()}
+
+    @classmethod
+    def from_record(cls: type[M], raw: Any) -> M:
+        """A stored record back; one written before records carried a version counts as version 1."""
+        if not isinstance(raw, dict):
+            raise InvalidMessage(f"{cls.__name__}: expected a JSON object, got {type(raw).__name__}")
+        kind = raw.get(RECORD_TYPE, cls.__name__)
+        if kind != cls.__name__:
+            raise InvalidMessage(f"{cls.__name__}: the stored record is a {kind}")
+        version = raw.get(RECORD_SCHEMA, 1)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidMessage(f"{cls.__name__}: bad {RECORD_SCHEMA} {version!r}")
         return cls.from_dict(raw, version)
 
     def validate(self) -> None:
@@ -187,6 +210,27 @@ class PageEncoded(Message):
 
 
 @dataclass(frozen=True)
+class TokenRecord(Message):
+    """A page's vision tokens as the encoder left them (stored at ``layout.encoded_key``, never
+    published): a re-decode reads these to publish PageEncoded without running the encoder."""
+
+    TOPIC: ClassVar[str] = ""  # a stored record, not a topic
+    page: int
+    n_pages: int
+    tokens_key: str
+    weights_id: str
+    image_key: str
+    image_hash: str
+    text_layer_key: str = ""
+    n_vision_tokens: int = 0
+
+    def encoded(self, job_id: str, doc_id: str, mode: str, prompt: str, **extra: Any) -> PageEncoded:
+        """The PageEncoded that carries these tokens to the decoder (``extra``: its other fields)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return PageEncoded(job_id=job_id, doc_id=doc_id, mode=mode, prompt=prompt, **fields, **extra)
+
+
+@dataclass(frozen=True)
 class PageDecoded(Message):
     TOPIC: ClassVar[str] = "page.decoded"
     job_id: str
@@ -209,6 +253,8 @@ class PageDecoded(Message):
     encode_ms: float = 0.0
     decode_ms: float = 0.0
     text_layer_agreement: float = -1.0  # 1 - CER of model text vs the PDF text layer; -1 = not measured
+    width: int = 0  # page image size (the boxes' pixels); 0 = unknown
+    height: int = 0
 
 
 @dataclass(frozen=True)
@@ -247,7 +293,7 @@ class DeadLetter(Message):
             raise InvalidMessage("DeadLetter: empty reason")
 
 
-# Every message type, registered explicitly (topic setup, decoding by topic).
+# Every message type on a topic, registered explicitly (topic setup, decoding by topic).
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     DocumentRef,
     DocumentSubmitted,

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Mapping
 
+from ocrstream.config import CommonConfig, DecoderConfig, TopicsConfig, WorkerConfig
 from ocrstream.services.runtime import HealthServer, Worker, install_signal_handlers
 from ocrstream.services.wiring import (
     TopicGate,
@@ -20,8 +21,6 @@ from ocrstream.services.wiring import (
     build_worker,
     load_model,
 )
-
-from ocrstream.config import CommonConfig, DecoderConfig, TopicsConfig, WorkerConfig
 from ocrstream.telemetry import setup_logging
 
 log = logging.getLogger(__name__)

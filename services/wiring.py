@@ -12,18 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ocrstream.services.assembler.handler import AssemblerHandler
-from ocrstream.services.decoder.guard import GuardConfig, parse_ladder
-from ocrstream.services.decoder.handler import DecoderHandler
-from ocrstream.services.encoder.handler import EncoderHandler, TokenTiers
-from ocrstream.services.rasterizer.handler import RasterizerHandler
-from ocrstream.services.rasterizer.raster import Limits
-from ocrstream.services.runtime import Handler, Worker
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from ocrstream.bus.base import Bus
 from ocrstream.cache.base import Cache
 from ocrstream.cache.memory import MemoryCache
+from ocrstream.cache.tiers import TokenTiers
 from ocrstream.config import (
     AssemblerConfig,
     CommonConfig,
@@ -34,7 +28,14 @@ from ocrstream.config import (
     WorkerConfig,
 )
 from ocrstream.errors import TransientError
+from ocrstream.guard import DecodeSettings
 from ocrstream.messages import MESSAGE_TYPES, topic
+from ocrstream.raster import Limits
+from ocrstream.services.assembler.handler import AssemblerHandler
+from ocrstream.services.decoder.handler import DecoderHandler
+from ocrstream.services.encoder.handler import EncoderHandler
+from ocrstream.services.rasterizer.handler import RasterizerHandler
+from ocrstream.services.runtime import Handler, Worker
 from ocrstream.store.base import Store
 from ocrstream.store.local import LocalStore
 from ocrstream.telemetry import Telemetry, tracer_provider
@@ -169,25 +170,27 @@ def build_handler(
     from ocrstream.backends.inprocess import InProcessEncoder
 
     if service == "rasterizer":
-        r = RasterizerConfig.from_env(env)
-        limits = Limits(r.dpi, r.max_pages, r.max_bytes, r.max_page_pixels, r.max_side)
-        return RasterizerHandler(bb.store, bb.telemetry, limits)
+        return RasterizerHandler(bb.store, bb.telemetry, Limits.from_config(RasterizerConfig.from_env(env)))
     if service == "encoder":
         e = EncoderConfig.from_env(env)
         return EncoderHandler(
-            encoder or InProcessEncoder(model), bb.cache, bb.store, bb.telemetry, e.cache_ttl_s
+            encoder or InProcessEncoder(model),
+            bb.cache,
+            bb.store,
+            bb.telemetry,
+            e.cache_ttl_s,
+            bb.common.checkpoint_dir,
         )
     if service == "decoder":
         d = decoder_cfg or DecoderConfig.from_env(env)
         e = EncoderConfig.from_env(env)
         tiers = TokenTiers(bb.cache, bb.store, bb.telemetry, e.cache_ttl_s)
         backend = build_decoder_backend(d.backend, model=model, triton_url=d.triton_url)
-        guard = GuardConfig(d.max_new_tokens, d.loop_min_repeats, d.loop_min_tokens)
         if encoder is None and model is not None and d.backend == "inprocess":
             encoder = InProcessEncoder(model)
-        ngram = (d.ngram, d.ngram_window) if d.ngram > 0 else None
+        settings = DecodeSettings.from_config(d)
         return DecoderHandler(
-            backend, tiers, bb.store, bb.telemetry, parse_ladder(d.ladder), guard, ngram, encoder
+            backend, tiers, bb.store, bb.telemetry, settings, encoder, bb.common.checkpoint_dir
         )
     if service == "assembler":
         a = AssemblerConfig.from_env(env)

@@ -31,6 +31,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests.fixtures import backbone, rng, tiny_checkpoint, tiny_model  # noqa: E402, F401 - shared fixtures
+
 logger = logging.getLogger("tests.services")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -365,3 +367,29 @@ def minio_bucket(minio_client) -> Iterator[str]:
     for obj in minio_client.list_objects(name, recursive=True):
         minio_client.remove_object(name, obj.object_name)
     minio_client.remove_bucket(name)
+
+
+@pytest.fixture
+def dev_common(
+    kafka_bootstrap: str,
+    redis_url: str,
+    minio_endpoint: S3Endpoint,
+    minio_bucket: str,
+    kafka_topic_prefix: str,
+    redis_key_prefix: str,
+    pipeline_topics: dict[str, int],
+):  # noqa: ANN201 - ocrstream.config.CommonConfig
+    """The services' common settings for the dev services, this test's names (topics made)."""
+    from ocrstream.config import CommonConfig
+
+    return CommonConfig(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=kafka_topic_prefix,
+        redis_url=redis_url,
+        redis_key_prefix=redis_key_prefix,
+        s3_endpoint=minio_endpoint.endpoint,
+        s3_access_key=minio_endpoint.access_key,
+        s3_secret_key=minio_endpoint.secret_key,
+        s3_bucket=minio_bucket,
+        s3_secure=minio_endpoint.secure,
+    )

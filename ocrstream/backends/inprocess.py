@@ -15,23 +15,27 @@ from PIL import Image
 
 from ocrstream.backends.base import Decoded, Encoded
 from ocrstream.errors import BackendUnavailable
+from ocrstream.guard import sampling_seed
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODE = "default"  # mode name meaning "the model's configured default_mode"
 
 
-def load_model(checkpoint_dir: str = "", device: str = "cpu", dtype: str = "") -> Any:
+def load_model(
+    checkpoint_dir: str = "", device: str = "cpu", dtype: str = "", max_crops: int | None = None
+) -> Any:
     """The shipped model (empty ``checkpoint_dir``) or a checkpoint folder, on ``device``
     (auto | cuda | cuda:<n> | cpu) in ``dtype`` (empty: bf16 on a GPU, fp32 on the CPU;
-    ``ocrstream.serving.device``). A bad device or dtype name raises ValueError."""
+    ``ocrstream.serving.device``), tiling gundam modes into at most ``max_crops`` (None: the
+    config's). A bad device or dtype name raises ValueError."""
     from ocrstream.model.runtime import OcrModel
     from ocrstream.serving.device import resolve_device, resolve_dtype
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     try:
-        model = OcrModel.load(checkpoint_dir or None, device=str(dev), dtype=dt)
+        model = OcrModel.load(checkpoint_dir or None, device=str(dev), dtype=dt, max_crops=max_crops)
     except (FileNotFoundError, OSError) as exc:
         raise BackendUnavailable(
             f"cannot load the OCR model from {checkpoint_dir or 'the shipped assets'}: {exc}"
@@ -83,6 +87,11 @@ class InProcessDecoder:
         vts = [self._vt.from_bytes(b) for b in tokens]
         with self._lock:
             res = self.model.decode(
-                vts, prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, ngram=ngram
+                vts,
+                prompt=prompt,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                ngram=ngram,
+                seed=sampling_seed(tokens, prompt, temperature),
             )
         return [Decoded(r.text, list(r.token_ids), bool(r.stopped), int(r.n_tokens)) for r in res]

@@ -16,11 +16,6 @@ class Cache(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-def token_key(image_hash: str, mode: str, weights_id: str) -> str:
-    """Cache/store key of a page's vision tokens: content, mode and encoder weights."""
-    return f"tokens/{weights_id}/{mode}/{image_hash}.vt"
-
-
 _MAGIC = b"OCVT"
 
 

@@ -3,7 +3,8 @@
 Each command group lives in its own module that exposes `register(subparsers)`; this file only
 collects them, so groups owned by different parts of the code base never edit the same file.
 Modules are imported lazily by name so a role without torch (ingest, rasterizer) can still run
-its own commands.
+its own commands. The training commands are the training package's own (``ocrstream/train/cli.py``):
+named here, never imported by serving code (tests/test_import_rules.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import sys
 
 # module name -> one-line reason it exists; each must define register(subparsers).
 COMMAND_MODULES = (
-    "ocrstream.cli.model_cmds",  # checkpoint verify, ocr
-    "ocrstream.cli.pipeline_cmds",  # submit, status, results, redecode, pipeline
+    "ocrstream.cli.model_cmds",  # checkpoint verify
+    "ocrstream.cli.pipeline_cmds",  # pipeline run, ocr, submit, status, results, redecode, pipeline topics
     "ocrstream.cli.serve_cmds",  # serve: the embedded server (console, OpenAI API) or one service
-    "ocrstream.cli.train_cmds",  # data, tokenizer, train, eval
+    "ocrstream.train.cli",  # data, tokenizer, train, eval: the training package's own commands
     "ocrstream.cli.cluster_cmds",  # cluster status
     "ocrstream.cli.context_cmds",  # context add, read, stats (optical context compression)
     "ocrstream.cli.topics_cmds",  # topics create, check (Kafka topics: an admin step, not the services')

@@ -83,7 +83,11 @@ def _open(args: argparse.Namespace, **create):  # noqa: ANN003, ANN202 - Context
         from ocrstream.store.local import LocalStore
 
         store, cache = LocalStore(args.store_dir), MemoryCache()
+    from ocrstream.config import DecoderConfig
+    from ocrstream.guard import DecodeSettings
+
     model = OcrModel.load(args.checkpoint)
+    create["decode"] = DecodeSettings.from_config(DecoderConfig.from_env())  # as the pipeline decodes
     if create.get("budget_tokens") is not None:
         create["ladder"], create["quality"] = curve_ladder(model, model_curve(args.checkpoint))
     else:

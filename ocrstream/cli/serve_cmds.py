@@ -43,7 +43,7 @@ def cmd_serve_any(args: argparse.Namespace) -> int:
 def cmd_serve_embedded(args: argparse.Namespace) -> int:
     from ocrstream.backends.inprocess import load_model
     from ocrstream.config import CommonConfig, IngestConfig
-    from ocrstream.pipeline.embedded import EmbeddedPipeline
+    from ocrstream.pipeline.runner import Pipeline
     from ocrstream.pipeline.server import EmbeddedServer
     from ocrstream.services.runtime import install_signal_handlers
 
@@ -51,7 +51,7 @@ def cmd_serve_embedded(args: argparse.Namespace) -> int:
     store = Path(args.store or common.store_dir)
     checkpoint = args.checkpoint or common.checkpoint_dir
     model = load_model(checkpoint)
-    pipe = EmbeddedPipeline(store, model)
+    pipe = Pipeline.embedded(store, model, runner="threads")
     try:
         server = EmbeddedServer(
             pipe, args.host, args.port, tuple(args.api_key) or ing.api_keys, checkpoint_dir=checkpoint

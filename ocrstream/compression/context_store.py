@@ -9,28 +9,37 @@ durable store. After every insert ``planner.plan_levels`` re-plans all rungs und
 re-encoded from its page at the lower resolution, and one that falls off the last rung is deleted,
 page and tokens: forgotten.
 
-Keys (store and cache), under ``context/<name>/``: ``manifest.json`` (config + segment table),
-``pages/<seq>.png``, ``tokens/<seq>.<mode>.vt`` (``VisionTokens.to_bytes``).
+Page images are made as every page image is (``ocrstream.raster``: ``fit_image``, ``png_bytes``);
+tokens live in the token tiers (cache in front of the store, ``ocrstream.cache.tiers``); read-back
+decodes through the decoder's own settings, guard and temperature ladder (``ocrstream.guard``).
+
+Keys (store and cache, built by ``ocrstream.layout``), under ``context/<name>/``: ``manifest.json``
+(config + segment table), ``pages/<seq>.png``, ``tokens/<seq>.<mode>.vt`` (``VisionTokens.to_bytes``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image
 
+from ocrstream import layout, raster
 from ocrstream.cache.base import Cache
+from ocrstream.cache.tiers import TokenTiers
 from ocrstream.compression.ladder import model_ladder, page_tokens
 from ocrstream.compression.planner import plan_cost, plan_levels
 from ocrstream.compression.render import PageRenderer
 from ocrstream.errors import NotFound, PermanentError
+from ocrstream.guard import DecodeSettings, PageRead, Rung, read_down_ladder, sampling_seed
+from ocrstream.model.grounding import to_markdown
 from ocrstream.model.modes import Mode, get_mode
 from ocrstream.model.runtime import VisionTokens
 from ocrstream.store.base import Store, get_json, put_json
@@ -91,8 +100,15 @@ class Segment:
 @dataclass
 class ReadSegment:
     segment: Segment
-    text: str
+    text: str  # the accepted read (else the first), post-processed as the decoder's pages are
     stopped: bool
+    outcome: str = "ok"  # the guard's verdict on that read: ok | loop | no_stop
+    attempts: list[dict] = field(default_factory=list)  # one per ladder rung tried
+
+
+@dataclass
+class _Read(PageRead):
+    blob: bytes = b""
 
 
 class ContextStore:
@@ -111,9 +127,11 @@ class ContextStore:
         quality: Sequence[float] | None = None,
         cache_ttl_s: int | None = None,
         max_segments: int = 256,
+        decode: DecodeSettings | None = None,
     ) -> None:
         """``max_segments``: kept segments at most (older ones are forgotten past it); an add that
-        alone renders more pages is refused (PermanentError ``context_full``)."""
+        alone renders more pages is refused (PermanentError ``context_full``). ``decode``: how
+        ``read_text`` decodes (default: the decoder service's defaults, ``DecoderConfig``)."""
         if not _NAME.fullmatch(name):
             raise ValueError(f"context name {name!r} must match {_NAME.pattern}")
         self.name = name
@@ -132,6 +150,9 @@ class ContextStore:
         self.budget = int(budget_tokens)
         self.store = store
         self.cache = cache
+        self.tiers = TokenTiers(cache, store, ttl_s=cache_ttl_s)
+        self.decode_settings = decode or DecodeSettings.from_config()
+        self.limits = raster.Limits()
         self.half_life = float(half_life)
         self.keep_sharp = int(keep_sharp)
         self.quality = list(quality) if quality is not None else None
@@ -149,13 +170,13 @@ class ContextStore:
     # ---- persistence -------------------------------------------------------------------------
     @property
     def prefix(self) -> str:
-        return f"context/{self.name}/"
+        return layout.context_prefix(self.name)
 
     def _page_key(self, seq: int) -> str:
-        return f"{self.prefix}pages/{seq:08d}.png"
+        return layout.context_page_key(self.name, seq)
 
     def _tok_key(self, seq: int, mode: str) -> str:
-        return f"{self.prefix}tokens/{seq:08d}.{mode}.vt"
+        return layout.context_token_key(self.name, seq, mode)
 
     def token_key(self, seg: Segment) -> str:
         """Store/cache key of a kept segment's current vision tokens."""
@@ -164,7 +185,7 @@ class ContextStore:
     def save_manifest(self) -> None:
         put_json(
             self.store,
-            self.prefix + "manifest.json",
+            layout.context_manifest_key(self.name),
             {
                 "version": MANIFEST_VERSION,
                 "name": self.name,
@@ -189,7 +210,7 @@ class ContextStore:
     def open(cls, name: str, model, store: Store, cache: Cache | None = None, **create: Any) -> ContextStore:  # noqa: ANN001
         """Load ``name`` from ``store``; create it with ``create`` (ladder, budget_tokens...) if absent."""
         try:
-            raw = get_json(store, f"context/{name}/manifest.json")
+            raw = get_json(store, layout.context_manifest_key(name))
         except NotFound:
             if "ladder" not in create or "budget_tokens" not in create:
                 raise NotFound(
@@ -221,6 +242,7 @@ class ContextStore:
             half_life=raw["half_life"],
             quality=raw.get("quality"),
             max_segments=int(create.get("max_segments", 256)),
+            decode=create.get("decode"),
         )
         cs.segments = [Segment(**s) for s in raw["segments"]]
         cs.next_seq, cs.next_group, cs.forgotten = raw["next_seq"], raw["next_group"], raw["forgotten"]
@@ -247,11 +269,10 @@ class ContextStore:
             self.next_group += 1
             new = []
             for p in pages:
-                buf = io.BytesIO()
-                p.image.save(buf, format="PNG")
+                png = raster.png_bytes(raster.fit_image(p.image, self.limits, "context page"))
                 seg = Segment(self.next_seq, 0, len(p.text), time.time(), group)
                 self.next_seq += 1
-                self.store.put(self._page_key(seg.seq), buf.getvalue(), "image/png")
+                self.store.put(self._page_key(seg.seq), png, "image/png")
                 self.segments.append(seg)
                 new.append(seg)
             self._replan(fresh={s.seq for s in new})
@@ -299,11 +320,7 @@ class ContextStore:
             raise RuntimeError(
                 f"model laid out {vt.n_placeholders} tokens for mode {mode.name}, budget counts {self.costs[seg.rung]}"
             )
-        blob = vt.to_bytes()
-        key = self._tok_key(seg.seq, mode.name)
-        self.store.put(key, blob)
-        if self.cache is not None:
-            self.cache.set(key, blob, self.cache_ttl_s)
+        self.tiers.put(self._tok_key(seg.seq, mode.name), vt.to_bytes())
         seg.mode, seg.tokens = mode.name, vt.n_placeholders
 
     def _forget(self, seg: Segment) -> None:
@@ -314,28 +331,28 @@ class ContextStore:
         self.forgotten += 1
 
     def _delete(self, key: str) -> None:
-        self.store.delete(key)
-        if self.cache is not None:
-            self.cache.delete(key)
+        self.tiers.delete(key)
 
     # ---- reads -------------------------------------------------------------------------------
     def used_tokens(self) -> int:
         return sum(s.tokens for s in self.segments)
 
-    def read_tokens(self) -> list[tuple[Segment, VisionTokens]]:
-        """Kept segments oldest first with their vision tokens (hot cache, else durable store)."""
+    def _blobs(self) -> list[tuple[Segment, bytes]]:
+        """Kept segments oldest first with their serialized tokens (hot cache, else durable store)."""
         with self._lock:
             segs = list(self.segments)
         out = []
         for seg in segs:
             key = self._tok_key(seg.seq, seg.mode)
-            blob = self.cache.get(key) if self.cache is not None else None
+            blob = self.tiers.get(key)
             if blob is None:
-                blob = self.store.get(key)
-                if self.cache is not None:
-                    self.cache.set(key, blob, self.cache_ttl_s)
-            out.append((seg, VisionTokens.from_bytes(blob)))
+                raise NotFound(f"context {self.name!r}: tokens {key} are in neither the cache nor the store")
+            out.append((seg, blob))
         return out
+
+    def read_tokens(self) -> list[tuple[Segment, VisionTokens]]:
+        """Kept segments oldest first with their vision tokens (hot cache, else durable store)."""
+        return [(seg, VisionTokens.from_bytes(blob)) for seg, blob in self._blobs()]
 
     def prefix_tokens(self) -> list[VisionTokens]:
         """The kept context as one multi-image decoder prefix, oldest first."""
@@ -347,14 +364,38 @@ class ContextStore:
         n = len(self.segments) if n_images is None else n_images
         return "<image>\n" * n + question
 
-    def read_text(self, max_new_tokens: int = 256, batch: int = 8) -> list[ReadSegment]:
-        """Each kept segment read back through the decoder (free OCR), oldest first."""
-        pairs = self.read_tokens()
+    def read_text(self, max_new_tokens: int | None = None, batch: int = 8) -> list[ReadSegment]:
+        """Each kept segment read back through the decoder (free OCR), oldest first: the decoder
+        service's n-gram rule and guard, down its temperature rungs (a mode rung would re-encode
+        past the budget, so it is not run); ``max_new_tokens`` None = the settings' budget."""
+        settings = self.decode_settings
+        if max_new_tokens is not None:
+            settings = dataclasses.replace(
+                settings, guard=dataclasses.replace(settings.guard, max_new_tokens=max_new_tokens)
+            )
+        rungs = [r for r in settings.ladder if r.mode is None] or [Rung()]
+
+        def decode(_i: int, rung: Rung, prompt: str, blobs: list[bytes]) -> list:
+            return self.model.decode(
+                [VisionTokens.from_bytes(b) for b in blobs],
+                prompt=prompt,
+                max_new_tokens=settings.max_new_tokens,
+                temperature=rung.temperature,
+                ngram=settings.ngram,
+                seed=sampling_seed(blobs, prompt, rung.temperature),
+            )
+
         out = []
+        pairs = self._blobs()
         for i in range(0, len(pairs), batch):
             chunk = pairs[i : i + batch]
-            res = self.model.decode([vt for _, vt in chunk], prompt="free_ocr", max_new_tokens=max_new_tokens)
-            out.extend(ReadSegment(seg, r.text, r.stopped) for (seg, _), r in zip(chunk, res, strict=True))
+            reads = [_Read("free_ocr", blob=blob) for _, blob in chunk]
+            read_down_ladder(reads, settings, decode, lambda r, _rung: r.blob, rungs=rungs)  # type: ignore[attr-defined]
+            for (seg, _), r in zip(chunk, reads, strict=True):
+                assert r.best is not None
+                outcome = "ok" if r.done else r.attempts[0]["outcome"]  # best = the first read then
+                text = to_markdown(r.best.text, self.page_size, self.page_size).text
+                out.append(ReadSegment(seg, text, r.best.stopped, outcome, r.attempts))
         return out
 
     def stats(self) -> dict:

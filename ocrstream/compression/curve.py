@@ -2,7 +2,7 @@
 
 Compression = text tokens (the model's tokenizer) / encoder vision tokens (the paper's Table 2
 convention, as in ``ocrstream.train.evaluate``). Precision = max(0, 1 - CER) per page, CER with
-whitespace collapsed (``ocrstream.train.evaluate.cer``). Points are bucketed by compression; the
+whitespace collapsed (``ocrstream.textdist.cer``). Points are bucketed by compression; the
 lookup interpolates within a mode's points after forcing them non-increasing (pool-adjacent-
 violators), and beyond the last measured ratio assumes precision falls as 1/ratio (the page holds
 more text than the tokens can carry). A mode with fewer than two points falls back to the pooled
@@ -266,7 +266,7 @@ def measure(
 ) -> list[PageSample]:  # noqa: ANN001
     """Read every (image, text) page in every mode with ``model`` (an OcrModel), greedy free OCR."""
     from ocrstream.model.modes import num_encoder_tokens
-    from ocrstream.train.evaluate import cer
+    from ocrstream.textdist import cer
 
     out = []
     for mode in modes:
@@ -328,7 +328,7 @@ def line_model_pages(n: int, seed: int = 11) -> list[tuple]:
     from ocrstream.data.corpus import load_corpus
     from ocrstream.data.fonts import train_fonts
     from ocrstream.data.pages import PageMaker
-    from ocrstream.services.rasterizer.raster import Limits, rasterize
+    from ocrstream.raster import Limits, rasterize
 
     maker = PageMaker(load_corpus()["test"], train_fonts(), "curve", seed)
     out = []
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ocrstream.compression.ladder import model_ladder
     from ocrstream.model.runtime import SHIPPED_MODEL_DIR, OcrModel
-    from ocrstream.train.evaluate import git_commit
+    from ocrstream.provenance import git_commit
 
     torch.set_num_threads(args.threads)
     folder = args.checkpoint or SHIPPED_MODEL_DIR

@@ -2,9 +2,9 @@
 
 The image estimate runs on a downscaled grayscale copy (a few ms per page):
 1. ink = pixels darker than the page background by a margin (background = the 90th percentile);
-   the page is split into columns at vertical gaps blank on every row;
+   the page is split into columns at vertical gaps blank on every row (``ocrstream.ink``);
 2. per column, the row profile (ink pixels per row) splits the page into text-line bands, after removing
-   rows inked solidly along their span (table rules, underlines);
+   rows inked solidly along their span (table rules, underlines; ``ocrstream.ink``);
 3. inside each band, ink columns are joined across gaps narrower than the band height (letter and
    word gaps, not column gutters) and their total width is the line's extent;
 4. characters = sum over lines of extent / (CHAR_ASPECT * band height).
@@ -24,11 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ocrstream.ink import INK_MARGIN, columns, line_bands, runs
+
 MAX_SIDE = 1024  # downscale bigger renders first: line bands stay >= ~6 px for 10-pt text at 100 dpi
-INK_MARGIN = 48  # grey levels below the background that count as ink
 CHAR_ASPECT = 0.55  # mean glyph advance / ink-band height (fitted, see module doc)
-MIN_BAND = 3  # rows: thinner bands are rules or noise, not text
-RULE_FILL = 0.97  # ink share of a row's span above which the row is a drawn rule, not glyphs
 
 
 @dataclass(frozen=True)
@@ -44,66 +43,17 @@ class DensityEstimate:
         return self.chars / chars_per_token
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) runs of True in a 1-D bool array."""
-    if not mask.any():
-        return []
-    d = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
-
-
-def _lines(ink: np.ndarray) -> list[tuple[int, int]]:
-    """Text-line bands [top, bottom) of an ink mask, without drawn rules and thin slivers."""
-    rows = ink.sum(axis=1)  # [H]
-    row_mask = rows > max(1, int(0.002 * ink.shape[1]))  # a row with only speckle noise is empty
-    # table rules and underlines: rows inked almost solidly along a long span are not text
-    first = np.argmax(ink, axis=1)  # [H]
-    span = ink.shape[1] - np.argmax(ink[:, ::-1], axis=1) - first  # [H]
-    row_mask &= ~((span > 20) & (rows > RULE_FILL * span))
-    bands = [(t, b) for t, b in _runs(row_mask) if b - t >= MIN_BAND]
-    if bands:  # slivers far thinner than the typical line are rule/box edges or noise
-        typical = float(np.median([b - t for t, b in bands]))
-        bands = [(t, b) for t, b in bands if b - t >= 0.4 * typical]
-    return bands
-
-
-def _columns(ink: np.ndarray) -> list[tuple[int, int]]:
-    """[left, right) text columns: split at interior gaps blank on every row, >= 3% of the width,
-    between pieces at least a fifth of the width wide (not bullets or a hanging word).
-
-    Without the split, two columns' lines that do not line up merge into bands twice as tall and
-    the page reads as half its characters.
-    """
-    w = ink.shape[1]
-    runs = _runs(ink.any(axis=0))  # [W] -> inked column runs
-    if not runs:
-        return []
-    cuts = [runs[0][0]]
-    for (_, e0), (s1, _) in zip(runs, runs[1:], strict=False):
-        if s1 - e0 >= 0.03 * w:
-            cuts += [e0, s1]
-    cuts.append(runs[-1][1])
-    pieces = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts), 2)]
-    out = [pieces[0]]
-    for left, right in pieces[1:]:  # merge a narrow piece into its neighbour
-        if right - left < 0.2 * w or out[-1][1] - out[-1][0] < 0.2 * w:
-            out[-1] = (out[-1][0], right)
-        else:
-            out.append((left, right))
-    return out
-
-
 def _count(ink: np.ndarray) -> tuple[float, int]:
     """Characters and lines in one column of ink (steps 2-4 of the module doc)."""
     chars, lines = 0.0, 0
-    for top, bot in _lines(ink):
+    for top, bot in line_bands(ink):
         band = bot - top
-        runs = _runs(ink[top:bot].any(axis=0))  # [W] glyph column runs
-        if not runs:
+        glyphs = runs(ink[top:bot].any(axis=0))  # [W] glyph column runs
+        if not glyphs:
             continue
         # join runs across gaps narrower than the band height (inside a line of text)
-        extent, (s0, e0) = 0, runs[0]
-        for s, e in runs[1:]:
+        extent, (s0, e0) = 0, glyphs[0]
+        for s, e in glyphs[1:]:
             if s - e0 <= band:
                 e0 = e
             else:
@@ -128,11 +78,11 @@ def estimate_from_image(image: Image.Image) -> DensityEstimate:
     bg = float(np.percentile(a, 90))
     ink = a < bg - INK_MARGIN  # [H, W] bool
     frac = float(ink.mean())
-    bands = _lines(ink)
+    bands = line_bands(ink)
     if not bands:
         return DensityEstimate(0.0, 0, "image", frac)
     chars, lines = 0.0, 0
-    for left, right in _columns(ink):
+    for left, right in columns(ink):
         c, n = _count(ink[:, left:right])
         chars, lines = chars + c, lines + n
     return DensityEstimate(chars, lines, "image", frac)  # extent / band height is scale-free

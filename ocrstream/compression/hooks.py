@@ -1,15 +1,14 @@
-"""Hooks for `ocrstream ocr --mode auto` and the pipeline's encoder, importable without torch.
+"""The encoder's hook for ``--mode auto`` (the pipeline's, so also ``ocrstream ocr``'s), importable
+without torch.
 
-The encoder handler module is imported by every service's wiring, including the torch-less ingest
-and rasterizer roles, so this module imports the mode-choice machinery only when a page actually
-asks for ``"auto"``.
+The encode step (``ocrstream.backends.pages``) is imported by every service's wiring, including the
+torch-less ingest and rasterizer roles, so this module imports the mode-choice machinery only when
+a page actually asks for ``"auto"``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
 
 from PIL import Image
 
@@ -49,22 +48,3 @@ def resolve_mode(
         ) from exc
     log.info("auto mode %s: %s (%s)", page or "page", choice.mode, choice.reason)
     return choice.mode
-
-
-def encode_batch_auto(model, images: Sequence[Image.Image], mode: Any, checkpoint_dir=None) -> list:  # noqa: ANN001
-    """``model.encode_batch`` that also takes ``"auto"``: one mode per page, order kept."""
-    if not is_auto(mode):
-        return model.encode_batch(images, mode)
-    from ocrstream.compression.auto_mode import policy_for
-
-    policy = policy_for(str(checkpoint_dir or ""))
-    groups: dict[str, list[int]] = {}
-    for i, img in enumerate(images):
-        choice = policy.choose(img)
-        log.info("auto mode page %d: %s (%s)", i + 1, choice.mode, choice.reason)
-        groups.setdefault(choice.mode, []).append(i)
-    out: list = [None] * len(images)
-    for m, idx in groups.items():
-        for i, vt in zip(idx, model.encode_batch([images[i] for i in idx], m), strict=True):
-            out[i] = vt
-    return out

@@ -5,7 +5,9 @@
 POST /context/{name}/segments  {"text": ...}  -> the new segments and the store's stats
 GET  /context/{name}                           -> stats (budget, tokens used, segments per mode)
 GET  /context/{name}/tokens                    -> kept segments oldest first with their token keys
-GET  /context/{name}/text?max_new_tokens=256   -> kept segments read back through the decoder
+GET  /context/{name}/text?max_new_tokens=256   -> kept segments read back through the decoder (the
+                                                 decoder service's settings and guard; each with
+                                                 the guard's outcome and its attempts)
 
 Bounded: at most ``max_stores`` contexts exist in the store (a new name past that is 429
 ``too_many_contexts``), at most ``max_open`` are held in memory (least recently used ones are
@@ -19,7 +21,6 @@ with a clear 503 instead of failing to start.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
+from ocrstream import layout
 from ocrstream.errors import NotFound, PermanentError
 
 MAX_SEGMENT_CHARS = 200_000  # one request's text; longer context arrives as several segments
@@ -37,7 +39,6 @@ MAX_OPEN = 32
 MAX_SEGMENTS = 256
 # PermanentError reasons of the context stores -> HTTP status.
 _LIMITS = {"too_many_contexts": 429, "context_full": 409, "context_conflict": 409}
-_MANIFEST = re.compile(r"context/([^/]+)/manifest\.json")
 
 
 class SegmentIn(BaseModel):
@@ -60,10 +61,12 @@ class ContextRegistry:
         max_stores: int = MAX_STORES,
         max_open: int = MAX_OPEN,
         max_segments: int = MAX_SEGMENTS,
+        decode: Any = None,
     ) -> None:
         """``curve``: the model's CompressionCurve (drops dominated rungs, ranks the rest), or
         ``load_curve`` to read it with the model on the first request. ``max_stores`` contexts in
-        the store, ``max_open`` held in memory (LRU), ``max_segments`` per context."""
+        the store, ``max_open`` held in memory (LRU), ``max_segments`` per context. ``decode``:
+        the ``DecodeSettings`` read-back uses (the pipeline's decoder's; None = the defaults)."""
         self._load_model = load_model
         self._load_curve = load_curve
         self.curve = curve
@@ -73,6 +76,7 @@ class ContextRegistry:
         self.ladder = ladder
         self.half_life = half_life
         self.max_stores, self.max_open, self.max_segments = max_stores, max(1, max_open), max_segments
+        self.decode = decode
         self._model = None
         self._stores: OrderedDict[str, Any] = OrderedDict()  # open stores, least recently used first
         self._lock = threading.Lock()
@@ -92,7 +96,7 @@ class ContextRegistry:
                 self._stores.move_to_end(name)
                 return self._stores[name]
             model = self.model()
-            if not self.store.exists(f"context/{name}/manifest.json"):
+            if not self.store.exists(layout.context_manifest_key(name)):
                 n = len(self.names())  # counted in the store: other replicas create contexts too
                 if n >= self.max_stores:
                     raise PermanentError(
@@ -110,6 +114,7 @@ class ContextRegistry:
                 budget_tokens=self.budget_tokens,
                 half_life=self.half_life,
                 max_segments=self.max_segments,
+                decode=self.decode,
             )
             self._stores[name] = cs
             while len(self._stores) > self.max_open:
@@ -119,7 +124,8 @@ class ContextRegistry:
 
     def names(self) -> list[str]:
         """Contexts in the store (their manifests)."""
-        return sorted({m.group(1) for k in self.store.list("context/") if (m := _MANIFEST.fullmatch(k))})
+        names = (layout.context_name_of_manifest_key(k) for k in self.store.list(layout.CONTEXT_PREFIX))
+        return sorted({n for n in names if n})
 
 
 def _call(fn: Callable[[], Any]) -> Any:
@@ -183,7 +189,18 @@ def context_router(registry: ContextRegistry) -> APIRouter:
 
         def run() -> dict:
             rs = registry.get(name).read_text(max_new_tokens=max_new_tokens)
-            return {"segments": [{**asdict(r.segment), "text": r.text, "stopped": r.stopped} for r in rs]}
+            return {
+                "segments": [
+                    {
+                        **asdict(r.segment),
+                        "text": r.text,
+                        "stopped": r.stopped,
+                        "outcome": r.outcome,
+                        "attempts": r.attempts,
+                    }
+                    for r in rs
+                ]
+            }
 
         return _call(run)
 

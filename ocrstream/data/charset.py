@@ -1,15 +1,17 @@
 """The characters the embedded line reader is trained to read, and text normalisation.
 
 Printable ASCII plus the typographic and Latin-1 characters that born-digital English documents
-use most (curly quotes, dashes, bullets, accented letters). ``normalize`` is applied to every
-reference text before scoring and to every training label: NFKC (ligatures such as U+FB01 "fi"
-become their letters, as in a PDF text layer read by a person) and whitespace runs collapsed.
+use most (curly quotes, dashes, bullets, accented letters). ``normalize`` (``ocrstream.textdist``)
+is applied to every reference text before scoring and to every training label: NFKC (ligatures
+such as U+FB01 "fi" become their letters, as in a PDF text layer read by a person) and whitespace
+runs collapsed.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
+
+from ocrstream.textdist import normalize  # noqa: F401 - labels are normalised as references are
 
 ASCII = "".join(chr(i) for i in range(32, 127))
 EXTRA = (
@@ -29,10 +31,3 @@ LOWER = "abcdefghijklmnopqrstuvwxyz"
 UPPER = LOWER.upper()
 DIGITS = "0123456789"
 PUNCT = "".join(c for c in ASCII if not c.isalnum() and c != " ")
-
-_WS = re.compile(r"\s+")
-
-
-def normalize(text: str) -> str:
-    """NFKC, then every whitespace run as one space, trimmed."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()

@@ -4,7 +4,7 @@ One geometry for training and serving: the trainer cuts its synthetic lines with
 exactly as a page's lines are cut here.
 
 1. ``find_text_lines``: columns and, per column, text-line bands from the ink analysis of
-   ``ocrstream.compression.density``, in reading order (columns left to right, lines top to
+   ``ocrstream.ink``, in reading order (columns left to right, lines top to
    bottom). Each line keeps its column's typical band: a line of x-height letters ("aown run")
    is scaled like its neighbours, not blown up; a line much taller than the typical one is a
    heading and is scaled by its own band.
@@ -23,7 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ocrstream.compression.density import INK_MARGIN, _columns, _lines, _runs
+from ocrstream.ink import INK_MARGIN
+from ocrstream.ink import columns as _columns
+from ocrstream.ink import line_bands as _lines
+from ocrstream.ink import runs as _runs
 
 STRIP_HEIGHT = 32
 PAD = 0.15  # of the band height, above and below the ink (and before/after it)

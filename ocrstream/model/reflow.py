@@ -4,7 +4,7 @@ The embedded model reads a 256-px view holding about eight lines of 14-24 px tex
 trained on); a whole A4 page squeezed into one view is illegible to it, and plain tiles cut lines
 and columns apart so their outputs cannot be put back in reading order. Reflow instead:
 
-1. finds text columns and, per column, text-line bands (``ocrstream.compression.density``: the
+1. finds text columns and, per column, text-line bands (``ocrstream.ink``: the
    same ink analysis as the density estimate);
 2. crops every line, scales it so the column's typical line band is ``band_px`` high;
 3. wraps each scaled line at word gaps into pieces that fit the view width;
@@ -21,7 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ocrstream.compression.density import INK_MARGIN, _columns, _lines, _runs
+from ocrstream.ink import INK_MARGIN
+from ocrstream.ink import columns as _columns
+from ocrstream.ink import line_bands as _lines
+from ocrstream.ink import runs as _runs
 
 BAND_PX = 20  # ink band of a line in a view: about an 18-px font, mid training range (14-24 px)
 MARGIN = 10  # px of white around the text in a view

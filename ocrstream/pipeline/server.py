@@ -2,8 +2,9 @@
 
 The app is the ingest service's own (``create_app``: /v1/documents, /v1/jobs, the OpenAI-compatible
 /v1/chat/completions and /v1/models, the web console at /), over the embedded pipeline's ingestor;
-each stage's worker runs in its own thread on the in-memory bus (one shared model, its calls
-serialised by the in-process backends' locks), so pages move while requests wait on them.
+the pipeline runs its stages in threads (``runner="threads"``) on the in-memory bus (one shared
+model, its calls serialised by the in-process backends' locks), so pages move while requests wait
+on them.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from typing import Any
 
 import uvicorn
 
-from ocrstream.pipeline.embedded import EmbeddedPipeline
+from ocrstream.pipeline.runner import Pipeline
 
 log = logging.getLogger(__name__)
 
 
-def embedded_app(pipe: EmbeddedPipeline, api_keys: tuple[str, ...] = (), checkpoint_dir: str = "") -> Any:
+def embedded_app(pipe: Pipeline, api_keys: tuple[str, ...] = (), checkpoint_dir: str = "") -> Any:
     from ocrstream.services.ingest.api import create_app
     from ocrstream.services.ingest.console import ConsoleOptions
     from ocrstream.services.ingest.openai_api import (
@@ -37,7 +38,7 @@ def embedded_app(pipe: EmbeddedPipeline, api_keys: tuple[str, ...] = (), checkpo
     console = ConsoleOptions(encode_calls=lambda: pipe.encoder.encode_calls)
     # No keys = open, which EmbeddedServer allows on a loopback address only.
     return create_app(
-        pipe.ingestor, pipe.telemetry, api_keys, openai=opts, console=console, dev_open=not api_keys
+        pipe.ingestor, pipe.telemetry["ingest"], api_keys, openai=opts, console=console, dev_open=not api_keys
     )
 
 
@@ -49,11 +50,12 @@ def _loopback(host: str) -> bool:
 
 
 class EmbeddedServer:
-    """Stage threads + uvicorn on one bound socket; ``start()``, ``url``, ``stop()``."""
+    """Stage threads + uvicorn on one bound socket; ``start()``, ``url``, ``stop()``. ``pipe`` runs
+    its stages in threads (``Pipeline.embedded(..., runner="threads")``)."""
 
     def __init__(
         self,
-        pipe: EmbeddedPipeline,
+        pipe: Pipeline,
         host: str = "127.0.0.1",
         port: int = 8080,
         api_keys: tuple[str, ...] = (),
@@ -61,6 +63,10 @@ class EmbeddedServer:
     ) -> None:
         if not api_keys and not _loopback(host):
             raise ValueError(f"serving on {host} (not a loopback address) needs API keys (--api-key)")
+        if pipe.runner != "threads":
+            raise ValueError(
+                'the embedded server needs a pipeline that runs its stages in threads (runner="threads")'
+            )
         self.pipe = pipe
         # Bound here, before any thread starts: port 0 picks a free port with no race, and a port in
         # use fails the command at once with the OS error.
@@ -75,10 +81,7 @@ class EmbeddedServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> EmbeddedServer:
-        for name, w in self.pipe.workers.items():
-            t = threading.Thread(target=w.run, name=f"ocrstream-{name}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.pipe.start()
         # uvicorn only installs signal handlers in the main thread; the caller owns SIGTERM.
         api = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, name="api", daemon=True
@@ -98,8 +101,7 @@ class EmbeddedServer:
     def stop(self) -> None:
         """Stop accepting requests, let each stage finish its batch and commit, flush traces."""
         self.server.should_exit = True
-        for w in self.pipe.workers.values():
-            w.stop()
+        self.pipe.stop()
         for t in self._threads:
             t.join(timeout=60)
         self.sock.close()

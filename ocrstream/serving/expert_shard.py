@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from ocrstream.serving.checkpoint import load_experts, resolve_checkpoint
 from ocrstream.serving.device import from_pb, instance_device, resolve_dtype, to_pb
-from ocrstream.serving.placement import Placement, contiguous_placement, open_store
+from ocrstream.serving.k8s_placement import open_store
+from ocrstream.serving.placement import Placement, contiguous_placement
 
 log = logging.getLogger(__name__)
 

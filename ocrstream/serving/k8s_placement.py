@@ -1,4 +1,5 @@
-"""Placement kept in a Kubernetes ConfigMap (cluster mode), through the official kubernetes client.
+"""Placement kept in a Kubernetes ConfigMap (cluster mode), through the official kubernetes client;
+``open_store`` picks the placement store a spec names (a ConfigMap or a folder).
 
 Keys: ``placement-<version>.json`` per version and ``active`` (the version the decoder follows). The
 ConfigMap is created on first write. This is the only module that talks to the Kubernetes API.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from ocrstream.serving.placement import Placement, PlacementError
+from ocrstream.serving.placement import FilePlacementStore, Placement, PlacementError, PlacementStore
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +72,15 @@ class ConfigMapPlacementStore:
         self.get(version)
         self._patch({"active": str(version)})
         log.info("placement version %d active in ConfigMap %s/%s", version, self.namespace, self.name)
+
+
+def open_store(spec: str) -> PlacementStore:
+    """``configmap:<namespace>/<name>`` (Kubernetes) or a folder path (embedded)."""
+    if spec.startswith("configmap:"):
+        ns, _, name = spec.removeprefix("configmap:").partition("/")
+        if not ns or not name:
+            raise PlacementError(f"placement store {spec!r}: expected configmap:<namespace>/<name>")
+        return ConfigMapPlacementStore(ns, name)
+    if not spec:
+        raise PlacementError("empty placement store spec")
+    return FilePlacementStore(spec)

@@ -192,17 +192,3 @@ def _atomic_write(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-def open_store(spec: str) -> PlacementStore:
-    """``configmap:<namespace>/<name>`` (Kubernetes) or a folder path (embedded)."""
-    if spec.startswith("configmap:"):
-        from ocrstream.serving.k8s_placement import ConfigMapPlacementStore
-
-        ns, _, name = spec.removeprefix("configmap:").partition("/")
-        if not ns or not name:
-            raise PlacementError(f"placement store {spec!r}: expected configmap:<namespace>/<name>")
-        return ConfigMapPlacementStore(ns, name)
-    if not spec:
-        raise PlacementError("empty placement store spec")
-    return FilePlacementStore(spec)

@@ -43,8 +43,9 @@ from ocrstream.serving.device import (
 )
 from ocrstream.serving.engine import Engine, GenRequest, GenResult, ModuleExperts, ShardedExperts
 from ocrstream.serving.expert_shard import model_params
+from ocrstream.serving.k8s_placement import open_store
 from ocrstream.serving.metrics import ExpertLoad
-from ocrstream.serving.placement import contiguous_placement, open_store
+from ocrstream.serving.placement import contiguous_placement
 from ocrstream.serving.protocol import shard_model_name
 
 log = logging.getLogger(__name__)

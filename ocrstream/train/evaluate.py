@@ -17,41 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from ocrstream.data.charset import normalize
-from ocrstream.textdist import levenshtein
+from ocrstream.provenance import git_commit
+from ocrstream.textdist import cer, corpus_cer, normalize
 
 SEED = 7
-
-
-def cer(ref: str, hyp: str) -> float:
-    """Character error rate of ``hyp`` against ``ref`` (normalised); 0 for two empties."""
-    r, h = normalize(ref), normalize(hyp)
-    if not r:
-        return 0.0 if not h else 1.0
-    return levenshtein(r, h) / len(r)
-
-
-def corpus_cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    errs = sum(levenshtein(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True))
-    return errs / max(1, sum(len(normalize(r)) for r in refs))
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def eval_lines(split: str, n: int, heldout_font: bool = False, squeeze: float = 1.0, seed: int = SEED):  # noqa: ANN201
@@ -93,7 +65,7 @@ def score_lines(ocr, samples, mode: str = "lines") -> dict:  # noqa: ANN001 - Oc
 
 
 def score_pages(ocr, pages, mode: str = "lines") -> dict:  # noqa: ANN001 - OcrModel, SyntheticPage list
-    from ocrstream.services.rasterizer.raster import Limits, rasterize
+    from ocrstream.raster import Limits, rasterize
 
     refs, hyps, n_vt, secs = [], [], 0, 0.0
     for p in pages:
@@ -118,7 +90,7 @@ def score_pages(ocr, pages, mode: str = "lines") -> dict:  # noqa: ANN001 - OcrM
 def score_samples(ocr, mode: str = "lines") -> dict:  # noqa: ANN001 - OcrModel
     """The bundled sample PDFs (licence text no split holds) against the text they were made from."""
     from ocrstream.data.samples import SAMPLES_DIR, sample_sources
-    from ocrstream.services.rasterizer.raster import Limits, rasterize
+    from ocrstream.raster import Limits, rasterize
 
     refs, hyps, per = [], [], {}
     for name, ref in sample_sources().items():

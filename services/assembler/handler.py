@@ -24,11 +24,10 @@ import logging
 import uuid
 from collections import OrderedDict
 
-from ocrstream.services import layout
-from ocrstream.services.runtime import SimpleHandler
-
+from ocrstream import layout
 from ocrstream.errors import NotFound
 from ocrstream.messages import DocumentCompleted, Message, PageDecoded
+from ocrstream.services.runtime import SimpleHandler
 from ocrstream.store.base import Store, get_json, put_json
 from ocrstream.telemetry import Telemetry
 
@@ -88,6 +87,8 @@ class AssemblerHandler(SimpleHandler):
             "timings_ms": {"encode": round(msg.encode_ms, 3), "decode": round(msg.decode_ms, 3)},
             "cache_hit": msg.cache_hit,
             "text_layer_agreement": msg.text_layer_agreement,
+            "width": msg.width,
+            "height": msg.height,
         }
         put_json(self.store, layout.page_result_key(msg.job_id, msg.page), page)
         known = self._pages_in_store(msg.job_id, msg.page, msg.n_pages)

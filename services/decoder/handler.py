@@ -1,26 +1,29 @@
 """Decoder step: micro-batches of PageEncoded -> PageDecoded, through the output guard.
 
 Tokens come from the token tiers (Redis, then the store), never from the encoder, except on the
-ladder's mode rung (re-encode in another mode, itself cached) or when both tiers lost them. Each
-page records its attempts and the final method: ``model``, ``text_layer`` (fallback, flagged) or
-``failed``.
+ladder's mode rung (re-encode in another mode, itself cached) or when both tiers lost them; then the
+shared encode step (``ocrstream.backends.pages.encode_pages``) runs here. Pages walk the ladder of
+``DecodeSettings`` (``ocrstream.guard.read_down_ladder``, as the context API's read-back does).
+Each page records its attempts and the final method: ``model``, ``text_layer`` (fallback, flagged)
+or ``failed``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from ocrstream.services.decoder.guard import GuardConfig, Rung, agreement, check
-from ocrstream.services.encoder.handler import TokenTiers, encode_pages
-from ocrstream.services.runtime import Outcome
-
+from ocrstream import layout
 from ocrstream.backends.base import Decoded, DecoderBackend, EncoderBackend
-from ocrstream.cache.base import token_key, unpack_tokens
+from ocrstream.backends.pages import encode_pages
+from ocrstream.cache.base import unpack_tokens
+from ocrstream.cache.tiers import TokenTiers
 from ocrstream.errors import NotFound, OcrStreamError, PermanentError, TransientError
+from ocrstream.guard import DecodeSettings, PageRead, Rung, agreement, read_down_ladder
 from ocrstream.messages import Message, PageDecoded, PageEncoded
 from ocrstream.model.grounding import GRID, to_markdown
+from ocrstream.services.runtime import Outcome
 from ocrstream.store.base import Store
 from ocrstream.telemetry import Telemetry
 
@@ -28,14 +31,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Page:
-    msg: PageEncoded
+class _Page(PageRead):
+    msg: PageEncoded | None = None
     tokens: bytes | None = None  # backend bytes of the page's own mode
-    attempts: list[dict] = field(default_factory=list)
-    best: Decoded | None = None
-    done: bool = False
     error: Exception | None = None
-    decode_ms: float = 0.0
 
 
 class DecoderHandler:
@@ -48,33 +47,33 @@ class DecoderHandler:
         tiers: TokenTiers,
         store: Store,
         telemetry: Telemetry,
-        ladder: tuple[Rung, ...],
-        guard: GuardConfig,
-        ngram: tuple[int, int] | None = (20, 90),
+        settings: DecodeSettings,
         encoder: EncoderBackend | None = None,
+        checkpoint_dir: str | None = None,
     ) -> None:
         self.backend = backend
         self.tiers = tiers
         self.store = store
         self.telemetry = telemetry
-        self.ladder = ladder
-        self.guard = guard
-        self.ngram = ngram
+        self.settings = settings
         self.encoder = encoder  # for the mode rung and lost tokens; None = skip those
+        self.checkpoint_dir = checkpoint_dir  # as the encoder's: a lost "auto" page re-encodes alike
 
     def handle_batch(self, msgs: list[Message], spans: list | None = None) -> list[Outcome]:
-        pages = [_Page(m) for m in msgs]  # type: ignore[arg-type]
+        pages = [_Page(m.prompt, msg=m) for m in msgs]  # type: ignore[attr-defined]
         for p in pages:
             try:
                 p.tokens = self._tokens(p.msg)
             except OcrStreamError as exc:
                 p.error = exc
         try:
-            for i, rung in enumerate(self.ladder):
-                todo = [p for p in pages if not p.done and p.error is None]
-                if not todo:
-                    break
-                self._run_rung(i, rung, todo)
+            read_down_ladder(
+                [p for p in pages if p.error is None],
+                self.settings,
+                self._decode,
+                self._rung_tokens,  # type: ignore[arg-type]
+                self._judge,  # type: ignore[arg-type]
+            )
         except TransientError as exc:
             return [exc] * len(pages)
         return [p.error if isinstance(p.error, TransientError) else self._finish(p) for p in pages]
@@ -85,7 +84,7 @@ class DecoderHandler:
     # ---- steps ------------------------------------------------------------------------------
     def _tokens(self, m: PageEncoded, mode: str | None = None) -> bytes:
         mode = mode or m.mode
-        key = m.tokens_key if mode == m.mode else token_key(m.image_hash, mode, m.weights_id)
+        key = m.tokens_key if mode == m.mode else layout.token_key(m.image_hash, mode, m.weights_id)
         blob = self.tiers.get(key)
         if blob is not None:
             return unpack_tokens(blob)[1]
@@ -94,7 +93,9 @@ class DecoderHandler:
             raise NotFound(f"vision tokens {key} are in neither the cache nor the store ({why})")
         if mode == m.mode:
             log.warning("tokens %s lost from both tiers; re-encoding page %s/%d", key, m.doc_id, m.page)
-        (res,) = encode_pages(self.encoder, self.tiers, self.store, self.telemetry, [(m.image_key, mode)])
+        (res,) = encode_pages(
+            self.encoder, self.tiers, self.store, self.telemetry, [(m.image_key, mode)], self.checkpoint_dir
+        )
         if isinstance(res, Exception):
             raise res
         blob = self.tiers.get(res[0])
@@ -102,45 +103,33 @@ class DecoderHandler:
             raise NotFound(f"vision tokens {res[0]} vanished right after encoding")
         return unpack_tokens(blob)[1]
 
-    def _run_rung(self, i: int, rung: Rung, todo: list[_Page]) -> None:
-        by_prompt: dict[str, list[tuple[_Page, bytes]]] = {}
-        for p in todo:
-            try:
-                tokens = p.tokens if rung.mode is None else self._tokens(p.msg, rung.mode)
-            except TransientError:
-                raise
-            except OcrStreamError as exc:
-                p.attempts.append({**rung.describe(), "outcome": "error", "detail": str(exc)})
-                continue
-            assert tokens is not None
-            by_prompt.setdefault(p.msg.prompt, []).append((p, tokens))
-        for prompt, group in by_prompt.items():
-            t0 = time.perf_counter()
-            with self.telemetry.span("decode batch", rung=i, temperature=rung.temperature, pages=len(group)):
-                results = self.backend.decode(
-                    [t for _, t in group],
-                    prompt=prompt,
-                    max_new_tokens=self.guard.max_new_tokens,
-                    temperature=rung.temperature,
-                    ngram=self.ngram,
-                )
-            ms = (time.perf_counter() - t0) * 1000 / len(group)
-            for (p, _), res in zip(group, results, strict=True):
-                outcome, detail = check(res, self.guard)
-                if outcome == "ok" and not res.text.strip() and self._text_layer(p.msg):
-                    # Nothing read from a page whose PDF has text: a failure, not a blank page.
-                    outcome, detail = "empty", "no text from a page whose PDF text layer is not empty"
-                p.decode_ms += ms
-                p.attempts.append(
-                    {**rung.describe(), "outcome": outcome, "detail": detail, "n_tokens": res.n_tokens}
-                )
-                if p.best is None:
-                    p.best = res
-                if outcome == "ok":
-                    p.best, p.done = res, True
+    def _rung_tokens(self, p: _Page, rung: Rung) -> bytes:
+        if rung.mode is None:
+            assert p.tokens is not None
+            return p.tokens
+        assert p.msg is not None
+        return self._tokens(p.msg, rung.mode)
+
+    def _decode(self, i: int, rung: Rung, prompt: str, tokens: list[bytes]) -> Sequence[Decoded]:
+        with self.telemetry.span("decode batch", rung=i, temperature=rung.temperature, pages=len(tokens)):
+            return self.backend.decode(
+                tokens,
+                prompt=prompt,
+                max_new_tokens=self.settings.max_new_tokens,
+                temperature=rung.temperature,
+                ngram=self.settings.ngram,
+            )
+
+    def _judge(self, p: _Page, res: Decoded) -> tuple[str, str]:
+        assert p.msg is not None
+        if not res.text.strip() and self._text_layer(p.msg):
+            # Nothing read from a page whose PDF has text: a failure, not a blank page.
+            return "empty", "no text from a page whose PDF text layer is not empty"
+        return "ok", ""
 
     def _finish(self, p: _Page) -> list[Message]:
         m = p.msg
+        assert m is not None
         raw = p.best.text if p.best is not None else ""  # kept even when not used: what the model said
         boxes: list[dict] = []
         layer_agreement = -1.0
@@ -181,6 +170,8 @@ class DecoderHandler:
                 encode_ms=m.encode_ms,
                 decode_ms=p.decode_ms,
                 text_layer_agreement=layer_agreement,
+                width=m.width,
+                height=m.height,
             )
         ]
 

@@ -25,8 +25,6 @@ from typing import Any
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from ocrstream.services.ingest.auth import ApiKeyGate, ApiKeys
-from ocrstream.services.ingest.handler import Ingestor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
@@ -40,6 +38,8 @@ from ocrstream.errors import (
     PermanentError,
     TransientError,
 )
+from ocrstream.services.ingest.auth import ApiKeyGate, ApiKeys
+from ocrstream.services.ingest.handler import Ingestor
 from ocrstream.telemetry import Telemetry
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The document id is the content hash, the job id is (document, mode, prompt): submitting the same
 bytes again with the same mode and prompt returns the existing job (duplicate detected by
-content hash). Re-decode publishes PageEncoded records straight from the per-page token records
+content hash). Re-decode publishes PageEncoded records straight from the per-page TokenRecords
 the encoder left, so a new prompt costs zero encoder calls.
 
 Ingest opens the document's trace: its span context travels in the submitted record's headers.
@@ -18,14 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ocrstream.services import layout
-from ocrstream.services.runtime import SimpleHandler
 from opentelemetry import trace
 from PIL import Image
 
-from ocrstream import validation
+from ocrstream import layout, validation
 from ocrstream.errors import EmptyDocument, InvalidMessage, NotFound, OversizedDocument, PermanentError
-from ocrstream.messages import DeadLetter, DocumentRef, DocumentSubmitted, Message, PageEncoded
+from ocrstream.messages import DeadLetter, DocumentRef, DocumentSubmitted, Message, TokenRecord
+from ocrstream.services.runtime import SimpleHandler
 from ocrstream.store.base import Store, get_json, put_json
 from ocrstream.telemetry import Telemetry
 
@@ -122,8 +121,8 @@ class Ingestor:
         keys = self.store.list(layout.encoded_prefix(doc_id, mode))
         if not keys:
             raise NotFound(f"document {doc_id} has no encoded pages in mode {mode!r}; submit it first")
-        records = [get_json(self.store, k) for k in keys]
-        n = records[0]["n_pages"]
+        records = [TokenRecord.from_record(get_json(self.store, k)) for k in keys]
+        n = records[0].n_pages
         if len(records) != n:
             raise NotFound(
                 f"document {doc_id} has {len(records)} of {n} pages encoded in mode {mode!r}; retry later"
@@ -146,24 +145,7 @@ class Ingestor:
         self.jobs.advance(job_id, "rasterized", n_pages=n)
         sizes = self._page_sizes(records, prompt)
         msgs: list[Message] = [
-            PageEncoded(
-                job_id=job_id,
-                doc_id=doc_id,
-                page=r["page"],
-                n_pages=n,
-                tokens_key=r["tokens_key"],
-                image_key=r["image_key"],
-                image_hash=r["image_hash"],
-                mode=mode,
-                prompt=prompt,
-                weights_id=r["weights_id"],
-                text_layer_key=r.get("text_layer_key", ""),
-                n_vision_tokens=r.get("n_vision_tokens", 0),
-                cache_hit=True,
-                allow_encode=False,
-                width=w,
-                height=h,
-            )
+            r.encoded(job_id, doc_id, mode, prompt, cache_hit=True, allow_encode=False, width=w, height=h)
             for r, (w, h) in zip(records, sizes, strict=True)
         ]
         with self.telemetry.span("document redecode", doc_id=doc_id, job_id=job_id, prompt=prompt) as span:
@@ -171,7 +153,7 @@ class Ingestor:
         self.flush()
         return Submission(job_id, doc_id, False, status)
 
-    def _page_sizes(self, records: list[dict[str, Any]], prompt: str) -> list[tuple[int, int]]:
+    def _page_sizes(self, records: list[TokenRecord], prompt: str) -> list[tuple[int, int]]:
         """Page image sizes, to which the decoder scales grounding boxes (unknown, it falls back to
         the 0-999 grid). Read from the PNG headers, only for grounding prompts: others have no boxes."""
         from ocrstream.model.tokenizer import is_grounding_prompt
@@ -180,7 +162,7 @@ class Ingestor:
             return [(0, 0)] * len(records)
         sizes = []
         for r in records:
-            with Image.open(io.BytesIO(self.store.get(r["image_key"]))) as img:
+            with Image.open(io.BytesIO(self.store.get(r.image_key))) as img:
                 sizes.append(img.size)
         return sizes
 

@@ -14,15 +14,15 @@ import threading
 from collections.abc import Mapping
 
 import uvicorn
+
+from ocrstream.config import CommonConfig, IngestConfig, TopicsConfig
+from ocrstream.errors import OcrStreamError
 from ocrstream.services.ingest.api import create_app
 from ocrstream.services.ingest.auth import ApiKeys
 from ocrstream.services.ingest.handler import Ingestor, RefHandler
 from ocrstream.services.ingest.sources import BucketSource, FolderSource, make_fetcher
 from ocrstream.services.runtime import install_signal_handlers, publish_messages
 from ocrstream.services.wiring import TopicGate, all_topics, build_backbone, build_worker
-
-from ocrstream.config import CommonConfig, IngestConfig, TopicsConfig
-from ocrstream.errors import OcrStreamError
 from ocrstream.telemetry import setup_logging
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,19 @@ def main(env: Mapping[str, str] | None = None) -> int:
     context = None
     if cfg.context_api:
         from ocrstream.compression.http import ContextRegistry
+        from ocrstream.config import DecoderConfig
+        from ocrstream.guard import DecodeSettings
 
         # The store and cache are the pipeline's (MinIO, Redis); the model and its curve load on
         # the first context request, so an image without torch still serves everything else.
+        # Read-back decodes as the pipeline's decoder does (OCRSTREAM_DECODER_* settings).
         context = ContextRegistry(
             lambda: _load_model(common),
             bb.store,
             bb.cache,
             cfg.context_budget,
             load_curve=lambda: _load_curve(common),
+            decode=DecodeSettings.from_config(DecoderConfig.from_env(env)),
         )
     app = create_app(
         ingestor,

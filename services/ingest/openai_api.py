@@ -42,12 +42,9 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from ocrstream.services import layout
-from ocrstream.services.ingest.auth import ApiKeys
-from ocrstream.services.ingest.handler import Ingestor, Submission
-from ocrstream.services.ingest.references import ReferencePolicy, fetch_reference
 from starlette.concurrency import run_in_threadpool
 
+from ocrstream import layout
 from ocrstream.errors import (
     AuthError,
     NotFound,
@@ -58,6 +55,9 @@ from ocrstream.errors import (
 )
 from ocrstream.model.grounding import PAGE_SPLIT, clean_text
 from ocrstream.model.tokenizer import IMAGE_TOKEN, PROMPTS
+from ocrstream.services.ingest.auth import ApiKeys
+from ocrstream.services.ingest.handler import Ingestor, Submission
+from ocrstream.services.ingest.references import ReferencePolicy, fetch_reference
 from ocrstream.store.base import get_json
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from ocrstream.services.ingest.sources import make_fetcher
-
 from ocrstream.errors import OversizedDocument, PermanentError
+from ocrstream.services.ingest.sources import make_fetcher
 
 SCHEMES = ("http://", "https://", "s3://")
 

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from minio import Minio
-from ocrstream.services.ingest.handler import Ingestor
 
+from ocrstream import layout
 from ocrstream.errors import NotFound, OversizedDocument, PermanentError
+from ocrstream.services.ingest.handler import Ingestor
 from ocrstream.store.base import Store, put_json
 from ocrstream.store.s3 import _mapped
 
@@ -78,7 +79,7 @@ class BucketSource:
         origin = f"s3://{self.bucket}/{self.prefix}"
         for obj in objects:
             etag = (obj.etag or "").strip('"')
-            marker = f"sources/s3/{self.bucket}/{etag}.json"
+            marker = layout.bucket_marker_key(self.bucket, etag)
             if not etag or self.store.exists(marker):
                 continue
             if obj.size is not None and obj.size > self.ingestor.max_bytes:
@@ -119,7 +120,7 @@ class FolderSource:
                 continue
             st = real.stat()
             ident = hashlib.sha256(f"{real}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
-            marker = f"sources/dir/{ident}.json"
+            marker = layout.folder_marker_key(ident)
             if self.store.exists(marker):
                 continue
             if not real.is_relative_to(root):

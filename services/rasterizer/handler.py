@@ -1,4 +1,4 @@
-"""Rasterizer step: DocumentSubmitted -> one PageRasterized per page.
+"""Rasterizer step: DocumentSubmitted -> one PageRasterized per page (``ocrstream.raster``).
 
 Page images and text layers go to the store; the messages carry their keys. Bad documents
 raise a PermanentError (dead-lettered by the worker) and ``on_permanent`` marks the job failed
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from ocrstream.services import layout
-from ocrstream.services.rasterizer.raster import Limits, png_bytes, rasterize
-from ocrstream.services.runtime import SimpleHandler
-
+from ocrstream import layout
 from ocrstream.errors import CorruptDocument, PermanentError
 from ocrstream.messages import DocumentCompleted, DocumentSubmitted, Message, PageRasterized
+from ocrstream.raster import Limits, png_bytes, rasterize
+from ocrstream.services.runtime import SimpleHandler
 from ocrstream.store.base import Store, put_json
 from ocrstream.telemetry import Telemetry
 
@@ -68,7 +67,9 @@ class RasterizerHandler(SimpleHandler):
             )
         if len(out) != n:
             raise CorruptDocument(f"document announced {n} pages but {len(out)} could be read")
-        put_json(self.store, f"docs/{msg.doc_id}/{msg.mode}/manifest.json", {"n_pages": n, "pages": manifest})
+        put_json(
+            self.store, layout.page_manifest_key(msg.doc_id, msg.mode), {"n_pages": n, "pages": manifest}
+        )
         self.jobs.advance(msg.job_id, "rasterized", n_pages=n)
         log.info("rasterized %s: %d pages", msg.doc_id, n)
         return out

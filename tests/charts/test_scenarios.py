@@ -158,9 +158,8 @@ def _job_env(job: dict[str, Any]) -> dict[str, str]:
 
 def _topic_layout(job: dict[str, Any]) -> dict[str, int]:
     """What `ocrstream topics create` makes of the Job's command and environment."""
-    from ocrstream.services.wiring import topic_layout
-
     from ocrstream.config import CommonConfig, TopicsConfig
+    from ocrstream.services.wiring import topic_layout
 
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"][:3] == ["ocrstream", "topics", "create"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from ocrstream.compression.auto_mode import choose_mode, is_auto
+from ocrstream.compression.auto_mode import choose_mode
 from ocrstream.compression.curve import CompressionCurve, CurvePoint, ModeCurve, paper_curve
+from ocrstream.compression.hooks import is_auto
 from ocrstream.compression.render import PageRenderer
 from ocrstream.model.modes import get_mode
 
@@ -72,9 +73,9 @@ def test_bad_arguments():
     assert is_auto("AUTO") and not is_auto("base") and not is_auto(None)
 
 
-def test_hooks_encode_per_page_modes_in_order(model, tmp_path):
+def test_hook_chooses_per_page_modes(model, tmp_path):
     from ocrstream.compression.auto_mode import policy_for
-    from ocrstream.compression.hooks import encode_batch_auto, resolve_mode
+    from ocrstream.compression.hooks import resolve_mode
     from ocrstream.errors import PermanentError
 
     model.config.to_json_file(tmp_path / "config.json")
@@ -83,12 +84,11 @@ def test_hooks_encode_per_page_modes_in_order(model, tmp_path):
     r = PageRenderer(256)
     sparse = r.render("Two words")[0].image
     dense = r.render("a long stretch of ordinary English prose fills the page " * 8)[0].image
-    vts = encode_batch_auto(model, [dense, sparse, dense], "auto", tmp_path)
-    assert [vt.mode for vt in vts] == ["256", "128", "256"]
+    modes = [resolve_mode("auto", img, str(tmp_path)) for img in (dense, sparse, dense)]
+    assert modes == ["256", "128", "256"]
+    vts = [model.encode(img, m) for img, m in zip((dense, sparse, dense), modes, strict=True)]
     assert [vt.n_placeholders for vt in vts] == [21, 7, 21]
-    assert resolve_mode("auto", sparse, str(tmp_path)) == "128"
     assert resolve_mode("base", sparse, str(tmp_path)) == "base"  # fixed modes pass through
-    assert [vt.mode for vt in encode_batch_auto(model, [sparse], "160", tmp_path)] == ["160"]
     with pytest.raises(PermanentError, match="no compression_curve.json") as err:
         resolve_mode("auto", sparse, str(tmp_path / "nowhere"), page="docs/x/1.png")
     assert err.value.reason == "bad_mode"

@@ -113,3 +113,43 @@ def test_curve_ladder_drops_dominated_rungs(model):
     ladder, quality = curve_ladder(model, curve({"320": 0.01, "256": 0.05, "160": 0.0, "128": 0.0}))
     assert [m.name for m in ladder] == ["320", "256", "160", "128"] and quality is None
     assert curve_ladder(model, None)[1] is None
+
+
+class Recording:
+    """The tiny model, recording how each decode call was asked for."""
+
+    def __init__(self, model):
+        self.inner, self.calls = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def decode(self, vision, **kw):
+        self.calls.append(kw)
+        return self.inner.decode(vision, **kw)
+
+
+def test_read_back_decodes_as_the_decoder_service_does(model, rng, tmp_path):
+    from ocrstream.guard import DecodeSettings, GuardConfig, parse_ladder
+
+    n, window = rng.randint(3, 12), rng.randint(20, 60)
+    settings = DecodeSettings(GuardConfig(6), parse_ladder("t=0.0;mode=64;t=0.6"), (n, window))
+    rec = Recording(model)
+    cs = ContextStore(
+        "s", rec, model_ladder(model.config), 200, LocalStore(tmp_path), MemoryCache(), decode=settings
+    )
+    for _ in range(3):
+        cs.add(words(rng, 10))
+    out = cs.read_text()
+    assert rec.calls and all(c["ngram"] == (n, window) and c["max_new_tokens"] == 6 for c in rec.calls)
+    assert {c["temperature"] for c in rec.calls} <= {0.0, 0.6}  # the mode rung is never run here
+    for r in out:
+        assert [a["temperature"] for a in r.attempts] == [0.0, 0.6][: len(r.attempts)]
+        assert all(a["mode"] is None for a in r.attempts)
+        assert r.outcome == ("ok" if r.attempts[-1]["outcome"] == "ok" else r.attempts[0]["outcome"])
+        # a random model rarely stops in 6 tokens: the guard saw it, the ladder tried again
+        if r.attempts[0]["outcome"] != "ok":
+            assert len(r.attempts) == 2
+    rec.calls.clear()
+    cs.read_text(max_new_tokens=2)  # the HTTP API's per-request budget
+    assert rec.calls and all(c["max_new_tokens"] == 2 for c in rec.calls)

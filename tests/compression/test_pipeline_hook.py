@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 import json
 
-from ocrstream.services.encoder.handler import TokenTiers, encode_pages
-
 from ocrstream.backends.inprocess import InProcessEncoder
+from ocrstream.backends.pages import encode_pages
 from ocrstream.cache.memory import MemoryCache
+from ocrstream.cache.tiers import TokenTiers
 from ocrstream.compression.render import PageRenderer
 from ocrstream.store.local import LocalStore
 from ocrstream.telemetry import Telemetry, tracer_provider
@@ -48,7 +48,7 @@ def test_embedded_pipeline_job_in_auto_mode(model, tmp_path, monkeypatch):
     from reportlab.pdfgen import canvas
 
     from ocrstream.config import DecoderConfig
-    from ocrstream.pipeline.embedded import EmbeddedPipeline
+    from ocrstream.pipeline.runner import Pipeline
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -69,7 +69,7 @@ def test_embedded_pipeline_job_in_auto_mode(model, tmp_path, monkeypatch):
     c.save()
     pdf = tmp_path / "mixed.pdf"
     pdf.write_bytes(buf.getvalue())
-    pipe = EmbeddedPipeline(
+    pipe = Pipeline.embedded(
         tmp_path / "store", model, decoder_cfg=DecoderConfig(max_new_tokens=4, ladder="t=0.0")
     )
     (summary,) = pipe.run([pdf], tmp_path / "out", mode="auto")

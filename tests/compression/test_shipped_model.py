@@ -7,12 +7,12 @@ beside it; OCRSTREAM_COMPRESSION_TEST_MODEL points it at another snapshot folder
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
 
 from ocrstream.model.runtime import SHIPPED_MODEL_DIR
+from tests.documents import heldout_segments
 
 MODEL_DIR = Path(os.environ.get("OCRSTREAM_COMPRESSION_TEST_MODEL") or SHIPPED_MODEL_DIR)
 READS_FLOOR = 0.5  # below this expected precision at the sharpest rung the model cannot read yet
@@ -27,21 +27,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def heldout_segments(n: int, size: int, seed: int) -> list[str]:
-    from ocrstream.compression.render import PageRenderer
-    from ocrstream.data.corpus import load_corpus
-
-    rng = random.Random(seed)
-    paras = load_corpus()["test"]
-    r = PageRenderer(size)
-    out = []
-    while len(out) < n:
-        words = rng.choice(paras).text.split()
-        start = rng.randrange(max(1, len(words) - 10))
-        out.append(r.render(" ".join(words[start : start + rng.randint(15, 45)]))[0].text)
-    return out
-
-
 def test_recent_segments_read_back_at_their_mode_precision(tmp_path):
     import torch
 
@@ -50,7 +35,7 @@ def test_recent_segments_read_back_at_their_mode_precision(tmp_path):
     from ocrstream.compression.curve import CURVE_FILE, CompressionCurve
     from ocrstream.model.runtime import OcrModel
     from ocrstream.store.local import LocalStore
-    from ocrstream.train.evaluate import cer
+    from ocrstream.textdist import cer
 
     torch.set_num_threads(1)
     assert (MODEL_DIR / CURVE_FILE).exists(), f"{CURVE_FILE} must be stored beside the model in {MODEL_DIR}"

@@ -8,9 +8,9 @@ import string
 from pathlib import Path
 
 import pytest
-from ocrstream.services.wiring import build_store
 
 from ocrstream.config import CommonConfig, env_table
+from ocrstream.services.wiring import build_store
 from ocrstream.store.local import LocalStore
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import tomllib
@@ -13,14 +14,15 @@ from ocrstream.textdist import levenshtein
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _dp(a, b) -> int:  # noqa: ANN001 - the textbook O(len(a) * len(b)) recurrence
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+def _load_dp():
+    """The textbook O(len(a) * len(b)) recurrence, as bench/textdist.py times it."""
+    spec = importlib.util.spec_from_file_location("bench_textdist", REPO / "bench" / "textdist.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.dp
+
+
+_dp = _load_dp()
 
 
 def _mutate(rng: random.Random, s: str, alphabet: str) -> str:

@@ -78,11 +78,10 @@ def _closed_port() -> int:
 def test_encoder_and_decoder_start_while_redis_is_down(tmp_path):
     """A worker (re)started during a Redis outage serves from the store instead of exiting (the
     fault run saw a restarted encoder crash-loop on the start-up policy check)."""
-    from ocrstream.services.encoder.handler import TokenTiers
-    from ocrstream.services.wiring import build_cache
-
+    from ocrstream.cache.tiers import TokenTiers
     from ocrstream.config import CommonConfig, EncoderConfig
     from ocrstream.errors import CacheUnavailable
+    from ocrstream.services.wiring import build_cache
     from ocrstream.store.local import LocalStore
     from ocrstream.telemetry import Telemetry
 

@@ -17,14 +17,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from ocrstream.services import layout
-from ocrstream.services.assembler.handler import AssemblerHandler
 
+from ocrstream import layout
 from ocrstream.messages import DocumentCompleted, PageDecoded
+from ocrstream.services.assembler.handler import AssemblerHandler
 from ocrstream.store.base import WriteConflict, update_json
 from ocrstream.store.local import LocalStore
 from ocrstream.telemetry import Telemetry
-from tests.pipeline.conftest import random_words
+from tests.documents import random_words
 
 
 class _Rendezvous:

@@ -21,16 +21,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from ocrstream.services import layout
-from ocrstream.services.wiring import build_cache
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ocrstream import layout
 from ocrstream.bus.kafka import KafkaBus
 from ocrstream.config import CommonConfig, DecoderConfig, EncoderConfig
 from ocrstream.messages import DeadLetter, PageDecoded, topic
-from ocrstream.pipeline.threaded import STAGES, ThreadedPipeline
+from ocrstream.pipeline.runner import STAGES, Pipeline
+from ocrstream.services.wiring import build_cache
 from ocrstream.store.s3 import S3Store
-from tests.pipeline.conftest import empty_pdf, make_pdf, random_words, tiny_ocr_model
+from tests.documents import empty_pdf, make_pdf, random_words
+from tests.tiny import tiny_ocr_model
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.minio]
 
@@ -49,44 +50,30 @@ def model():
     return tiny_ocr_model(int.from_bytes(os.urandom(4), "little"))
 
 
-@pytest.fixture
-def common(
-    kafka_bootstrap,
-    redis_url,
-    minio_endpoint,
-    minio_bucket,
-    kafka_topic_prefix,
-    redis_key_prefix,
-    pipeline_topics,
-):
-    return CommonConfig(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=kafka_topic_prefix,
-        redis_url=redis_url,
-        redis_key_prefix=redis_key_prefix,
-        s3_endpoint=minio_endpoint.endpoint,
-        s3_access_key=minio_endpoint.access_key,
-        s3_secret_key=minio_endpoint.secret_key,
-        s3_bucket=minio_bucket,
-        s3_secure=minio_endpoint.secure,
-    )
-
-
-def Cluster(common: CommonConfig, model, exporter=None, stages=STAGES) -> ThreadedPipeline:  # noqa: N802
+def Cluster(common: CommonConfig, model, exporter=None, stages=STAGES) -> Pipeline:  # noqa: N802
     bus = KafkaBus(common.kafka_bootstrap)
     store = S3Store(common.s3_endpoint, common.s3_access_key, common.s3_secret_key, common.s3_bucket)
     cache = build_cache(common, EncoderConfig())  # as the encoder service does: checks the policy
-    return ThreadedPipeline(
-        common, bus, store, cache, model, stages=stages, env=ENV, decoder_cfg=DEC, exporter=exporter
+    return Pipeline(
+        model,
+        bus,
+        store,
+        cache,
+        common=common,
+        runner="threads",
+        stages=stages,
+        env=ENV,
+        decoder_cfg=DEC,
+        exporter=exporter,
     ).start()
 
 
 @pytest.fixture
-def cluster_factory(common):
+def cluster_factory(dev_common):
     made = []
 
     def make(model, **kw):
-        c = Cluster(common, model, **kw)
+        c = Cluster(dev_common, model, **kw)
         made.append(c)
         return c
 
@@ -217,7 +204,8 @@ def _get(url):
 
 
 @pytest.mark.slow
-def test_decoder_process_killed_mid_batch_then_restarted(cluster_factory, common, model, rng, tmp_path):
+def test_decoder_process_killed_mid_batch_then_restarted(cluster_factory, dev_common, model, rng, tmp_path):
+    common = dev_common
     """A decoder process is SIGKILLed while decoding; the restarted one resumes from the last commit:
     no page lost, none duplicated in the results. Then SIGTERM: drain, commit, exit 0."""
     from ocrstream.model.weights import save_snapshot

@@ -17,7 +17,7 @@ import pytest
 
 from ocrstream.bus.kafka import KafkaBus
 from ocrstream.messages import DocumentSubmitted, PageRasterized, topic
-from tests.pipeline.conftest import make_pdf
+from tests.documents import make_pdf
 
 pytestmark = [pytest.mark.kafka, pytest.mark.minio]
 

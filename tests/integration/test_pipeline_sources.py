@@ -8,18 +8,19 @@ import os
 import random
 
 import pytest
-from ocrstream.services.ingest.handler import Ingestor
-from ocrstream.services.ingest.sources import BucketSource
-from ocrstream.services.runtime import publish_messages
-from ocrstream.services.wiring import build_cache
 
 from ocrstream.bus.kafka import KafkaBus
 from ocrstream.config import CommonConfig, DecoderConfig, EncoderConfig
 from ocrstream.messages import DocumentSubmitted, topic
-from ocrstream.pipeline.threaded import ThreadedPipeline
+from ocrstream.pipeline.runner import Pipeline
+from ocrstream.services.ingest.handler import Ingestor
+from ocrstream.services.ingest.sources import BucketSource
+from ocrstream.services.runtime import publish_messages
+from ocrstream.services.wiring import build_cache
 from ocrstream.store.s3 import S3Store
 from ocrstream.telemetry import Telemetry
-from tests.pipeline.conftest import make_pdf, random_words, tiny_ocr_model
+from tests.documents import make_pdf, random_words
+from tests.tiny import tiny_ocr_model
 
 
 @pytest.fixture
@@ -105,12 +106,13 @@ def test_cli_submit_status_results_redecode(
         monkeypatch.setenv(k, v)
     common = CommonConfig.from_env()
     store = S3Store(common.s3_endpoint, common.s3_access_key, common.s3_secret_key, common.s3_bucket)
-    pipe = ThreadedPipeline(
-        common,
+    pipe = Pipeline(
+        tiny_ocr_model(),
         KafkaBus(kafka_bootstrap),
         store,
         build_cache(common, EncoderConfig()),
-        tiny_ocr_model(),
+        common=common,
+        runner="threads",
         env=env,
         decoder_cfg=DecoderConfig(max_new_tokens=12, ladder="t=0.0"),
     ).start()

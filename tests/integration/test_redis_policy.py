@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from ocrstream.services.wiring import build_cache
 
 from ocrstream.cache.redis import RedisCache
 from ocrstream.config import CommonConfig, EncoderConfig
+from ocrstream.services.wiring import build_cache
 
 pytestmark = pytest.mark.redis
 

@@ -41,9 +41,10 @@ def _main() -> int:
     assert os.environ.get("TRITON_INTERPRET", "0") != "1", "run without TRITON_INTERPRET"
     import torch
     import triton
-    from ocrstream.kernels import moe_experts, moe_permute, moe_routing, rmsnorm, rotary, window_attention
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    from ocrstream.kernels import moe_experts, moe_permute, moe_routing, rmsnorm, rotary, window_attention
 
     target = GPUTarget("cuda", 90, 32)
     dtypes = {

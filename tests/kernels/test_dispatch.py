@@ -7,8 +7,9 @@ import textwrap
 
 import pytest
 import torch
-from ocrstream.kernels import dispatch, moe_experts, rmsnorm
 from torch import nn
+
+from ocrstream.kernels import dispatch, moe_experts, rmsnorm
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ interpreter here, the GPU on a lent machine) equals the PyTorch reference path, 
 
 import pytest
 import torch
-from ocrstream.kernels import dispatch, moe_experts, moe_routing, rmsnorm, rotary
 
+from ocrstream.kernels import dispatch, moe_experts, moe_routing, rmsnorm, rotary
 from ocrstream.model.config import tiny_test_config
 from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
 from ocrstream.model.moe_decoder import DeepseekV2MoE, KVCache, moe_experts_ref

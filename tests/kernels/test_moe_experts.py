@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+
 from ocrstream.kernels import moe_experts
 from ocrstream.kernels.moe_experts import moe_experts_ref, moe_experts_triton
 

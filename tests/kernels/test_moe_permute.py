@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from ocrstream.kernels.moe_permute import moe_align_ref, moe_align_triton, moe_combine_ref, moe_combine_triton
 
 BLOCK_M = 16

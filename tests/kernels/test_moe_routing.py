@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from ocrstream.kernels.moe_routing import moe_routing_ref, moe_routing_triton
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from ocrstream.kernels.rmsnorm import rmsnorm_ref, rmsnorm_triton
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from ocrstream.kernels.rotary import rotary_ref, rotary_triton
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from ocrstream.kernels.window_attention import window_attention_ref, window_attention_triton
 
 

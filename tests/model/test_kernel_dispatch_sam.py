@@ -7,8 +7,8 @@ import os
 
 import pytest
 import torch
-from ocrstream.kernels import dispatch
 
+from ocrstream.kernels import dispatch
 from ocrstream.model.config import SamConfig
 from ocrstream.model.sam_vit import SamEncoder
 

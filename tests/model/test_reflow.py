@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from ocrstream.compression.density import _runs
+from ocrstream.ink import runs as _runs
 from ocrstream.model.modes import get_mode
 from ocrstream.model.reflow import BAND_PX, MARGIN, find_lines, reflow_views
 

@@ -8,13 +8,13 @@ import json
 import re
 
 import pytest
-from ocrstream.services import layout
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ocrstream import layout
 from ocrstream.config import DecoderConfig
 from ocrstream.messages import PageDecoded, topic
-from ocrstream.pipeline.embedded import EmbeddedPipeline
-from tests.pipeline.conftest import make_pdf, random_words
+from ocrstream.pipeline.runner import Pipeline
+from tests.documents import make_pdf, random_words
 
 ENV = {"OCRSTREAM_INGEST_DEFAULT_MODE": "tiny", "OCRSTREAM_DECODER_MAX_BATCH": "4"}
 DEC = DecoderConfig(max_new_tokens=16, ladder="t=0.0;t=0.7;mode=small")
@@ -38,7 +38,7 @@ def _sections(md: str) -> list[tuple[int, str]]:
 
 def test_pdfs_in_one_result_per_page_in_order(tmp_path, rng, tiny_model):
     docs = _docs(tmp_path, rng, 3)
-    pipe = EmbeddedPipeline(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC)
+    pipe = Pipeline.embedded(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC)
     summaries = pipe.run(list(docs), tmp_path / "out")
     assert len(summaries) == len(docs)
     for (path, texts), s in zip(docs.items(), summaries, strict=True):
@@ -65,7 +65,7 @@ def test_pdfs_in_one_result_per_page_in_order(tmp_path, rng, tiny_model):
 
 def test_duplicate_submission_detected(tmp_path, rng, tiny_model):
     docs = _docs(tmp_path, rng, 1)
-    pipe = EmbeddedPipeline(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC)
+    pipe = Pipeline.embedded(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC)
     (path,) = docs
     first = pipe.submit_paths([path])[0]
     copy = tmp_path / "copy.pdf"
@@ -76,7 +76,7 @@ def test_duplicate_submission_detected(tmp_path, rng, tiny_model):
 
 def test_redecode_new_prompt_zero_encoder_calls(tmp_path, rng, tiny_model):
     docs = _docs(tmp_path, rng, 2)
-    pipe = EmbeddedPipeline(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC)
+    pipe = Pipeline.embedded(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC)
     first = pipe.run(list(docs), tmp_path / "out")
     calls = pipe.encoder.encode_calls
     n_pages = sum(len(t) for t in docs.values())
@@ -95,7 +95,7 @@ def test_redecode_new_prompt_zero_encoder_calls(tmp_path, rng, tiny_model):
 def test_one_trace_per_document_across_stages(tmp_path, rng, tiny_model):
     docs = _docs(tmp_path, rng, 2)
     exporter = InMemorySpanExporter()
-    pipe = EmbeddedPipeline(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC, exporter=exporter)
+    pipe = Pipeline.embedded(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC, exporter=exporter)
     summaries = pipe.run(list(docs), tmp_path / "out")
     spans = exporter.get_finished_spans()
     roots = {s.attributes["ocrstream.job_id"]: s for s in spans if s.name == "document"}
@@ -138,7 +138,7 @@ def test_worker_killed_mid_batch_no_page_lost_or_duplicated(tmp_path, rng, tiny_
     docs = {}
     while sum(len(t) for t in docs.values()) < 5:  # more pages than one decoder batch (4)
         docs = _docs(tmp_path, rng, 3)
-    pipe = EmbeddedPipeline(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC)
+    pipe = Pipeline.embedded(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC)
     subs = pipe.submit_paths(list(docs))
     for s in ("rasterizer", "encoder", "encoder", "encoder"):
         pipe.workers[s].run_once(0)
@@ -160,3 +160,32 @@ def test_worker_killed_mid_batch_no_page_lost_or_duplicated(tmp_path, rng, tiny_
         assert pipe.store.list(layout.page_result_prefix(s.job_id)) == [
             layout.page_result_key(s.job_id, p) for p in range(1, len(texts) + 1)
         ]
+
+
+def test_one_runner_two_ways_of_running(tmp_path, rng, tiny_model):
+    """The same runner with its stages in threads (``ocrstream serve``'s way): the same results per
+    page; the ingestor is the runner's one; a pumped runner has no threads to start."""
+    docs = _docs(tmp_path, rng, 2)
+    pipe = Pipeline.embedded(tmp_path / "store", tiny_model, env=ENV, decoder_cfg=DEC, runner="threads")
+    assert set(pipe.telemetry) == {"rasterizer", "encoder", "decoder", "assembler", "ingest"}
+    assert len({id(t) for t in pipe.telemetry.values()}) == 1  # one process: one telemetry
+    pipe.start()
+    try:
+        summaries = pipe.run(list(docs), tmp_path / "out")
+        done, total = pipe.page_progress([s["job_id"] for s in summaries])
+    finally:
+        pipe.stop()
+        pipe.close()
+    assert done == total == sum(len(t) for t in docs.values())
+    for (path, texts), s in zip(docs.items(), summaries, strict=True):
+        assert s["status"] in ("completed", "degraded") and s["n_pages"] == len(texts)
+        result = json.loads((tmp_path / "out" / f"{path.stem}.json").read_text())
+        for page, text in zip(result["pages"], texts, strict=True):
+            assert page["method"] in ("model", "text_layer")
+            if page["method"] == "text_layer":
+                assert page["text"] == text
+    pumped = Pipeline.embedded(tmp_path / "store2", tiny_model, env=ENV, decoder_cfg=DEC)
+    with pytest.raises(RuntimeError, match="threads"):
+        pumped.start()
+    with pytest.raises(ValueError, match="runner"):
+        Pipeline.embedded(tmp_path / "store3", tiny_model, runner="fork")

@@ -25,7 +25,7 @@ IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
     from ocrstream.model.runtime import OcrModel
-    from ocrstream.pipeline.embedded import EmbeddedPipeline
+    from ocrstream.pipeline.runner import Pipeline
 
     if not (SHIPPED_MODEL_DIR / "config.json").exists():
         # The model ships with the repository: missing in CI is a failure, locally a skip.
@@ -35,7 +35,7 @@ def quickstart(tmp_path_factory):
     assert pdfs, f"no sample PDFs in {SAMPLES}"
     out = tmp_path_factory.mktemp("quickstart")
     # Greedy only: the acceptance measures the model's first answer, as a user sees it.
-    pipe = EmbeddedPipeline(out / ".store", OcrModel.load(), decoder_cfg=DecoderConfig(ladder="t=0.0"))
+    pipe = Pipeline.embedded(out / ".store", OcrModel.load(), decoder_cfg=DecoderConfig(ladder="t=0.0"))
     return pdfs, out, pipe.run(pdfs, out)
 
 
@@ -51,7 +51,7 @@ def test_one_markdown_per_sample_one_section_per_page(quickstart):
 
 
 def test_cer_on_samples(quickstart):
-    from ocrstream.train.evaluate import cer
+    from ocrstream.textdist import cer
 
     pdfs, out, _ = quickstart
     scores = {}

@@ -35,7 +35,7 @@ def tiny_model(seed: int):
 def save_tiny_snapshot(folder: Path, seed: int):
     """The tiny model saved with the model helper's save function, plus a matching tokenizer."""
     from ocrstream.model.weights import save_snapshot
-    from tests.pipeline.conftest import tiny_tokenizer
+    from tests.tiny import tiny_tokenizer
 
     model = tiny_model(seed)
     save_snapshot(model, folder)

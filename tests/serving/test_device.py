@@ -69,8 +69,8 @@ def test_stage_to_device_keeps_values_on_cpu():
 def _bf16_snapshot(folder):
     """The tiny model saved in bf16 with a config that says so (as the official checkpoint does)."""
     from ocrstream.model.weights import save_snapshot
-    from tests.pipeline.conftest import tiny_tokenizer
     from tests.serving.helpers import tiny_model
+    from tests.tiny import tiny_tokenizer
 
     model = tiny_model(fresh_seed())
     model.config.torch_dtype = "bfloat16"

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from ocrstream.services import layout
-from ocrstream.services.wiring import all_topics
 
+from ocrstream import layout
 from ocrstream.bus.kafka import KafkaBus, create_topics
 from ocrstream.model.runtime import OcrModel
-from ocrstream.pipeline.embedded import EmbeddedPipeline
+from ocrstream.pipeline.runner import Pipeline
+from ocrstream.services.wiring import all_topics
 from ocrstream.serving.repo import write_repository
 from tests.serving.test_triton_pipeline import _noise_tiff
 
@@ -45,12 +45,12 @@ def test_kafka_services_with_triton_decoder(
             "OCRSTREAM_DECODER_LADDER": "t=0.0",
             "OCRSTREAM_TOPIC_PREFIX": kafka_topic_prefix,
         }
-        ref = EmbeddedPipeline(tmp_path / "store-ref", model, env=base).run([doc], tmp_path / "out-ref")
+        ref = Pipeline.embedded(tmp_path / "store-ref", model, env=base).run([doc], tmp_path / "out-ref")
 
         env = {**base, "OCRSTREAM_DECODER_BACKEND": "triton", "OCRSTREAM_DECODER_TRITON_URL": triton.grpc_url}
         bus = KafkaBus(kafka_bootstrap, client_id="test-triton-kafka")
         create_topics(kafka_bootstrap, dict.fromkeys(all_topics(kafka_topic_prefix), 1), replication=1)
-        pipe = EmbeddedPipeline(tmp_path / "store-kafka", model, env=env, bus=bus)
+        pipe = Pipeline.embedded(tmp_path / "store-kafka", model, env=env, bus=bus)
         [sub] = pipe.submit_paths([doc])
         deadline = time.monotonic() + 300
         while pipe.ingestor.jobs.get(sub.job_id)["status"] not in layout.TERMINAL:

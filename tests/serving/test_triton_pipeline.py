@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from ocrstream.model.runtime import OcrModel
-from ocrstream.pipeline.embedded import EmbeddedPipeline
+from ocrstream.pipeline.runner import Pipeline
 from ocrstream.serving.repo import write_repository
 
 pytestmark = pytest.mark.triton
@@ -46,7 +46,7 @@ def test_embedded_pipeline_triton_backend_matches_inprocess(triton, tiny_snapsho
                 "OCRSTREAM_DECODER_LADDER": "t=0.0",  # greedy only: sampling rungs differ by design
                 "OCRSTREAM_DECODER_MAX_BATCH": "4",
             }
-            pipe = EmbeddedPipeline(tmp_path / f"store-{backend}", model, env=env)
+            pipe = Pipeline.embedded(tmp_path / f"store-{backend}", model, env=env)
             [summary] = pipe.run([doc], tmp_path / f"out-{backend}")
             result = json.loads(Path(summary["json"]).read_text())
             pages[backend] = [

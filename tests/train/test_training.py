@@ -14,7 +14,7 @@ from ocrstream.data.fonts import coverage, font_by_name, train_fonts
 from ocrstream.data.lines import LineGenerator
 from ocrstream.model.config import tiny_lines_config
 from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
-from ocrstream.train.evaluate import cer, corpus_cer
+from ocrstream.textdist import cer, corpus_cer
 from ocrstream.train.line_batches import compute_loss, make_batch
 from ocrstream.train.line_trainer import LineTrainConfig, LineTrainer, lr_at
 from ocrstream.train.tokenizer import build_char_tokenizer, special_ids

@@ -19,10 +19,10 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
-from ocrstream.services import layout
-from ocrstream.services.ingest.handler import Ingestor
 
+from ocrstream import layout
 from ocrstream.errors import NotFound, PermanentError
+from ocrstream.services.ingest.handler import Ingestor
 from ocrstream.store.base import get_json
 
 STATIC = Path(__file__).resolve().parent / "static"
