@@ -47,6 +47,17 @@ from ocrstream.store.base import Store, get_json, put_json
 log = logging.getLogger(__name__)
 
 UNINFORMATIVE = 0.2  # a curve this low everywhere says the model cannot read: it cannot rank rungs
+# A line reader has no view size: its context pages are document-like, 1024 px square with 20-px
+# type (the band of 10-pt text at 144 dpi), about 35 lines a page.
+STRIP_PAGE_SIZE = 1024
+STRIP_PAGE_FONT_PX = 20
+_FILLER = "context kept as an image fades like a memory while the newest text stays sharp "
+
+
+def default_page_size(config) -> int:  # noqa: ANN001 - DeepseekOCRConfig
+    return STRIP_PAGE_SIZE if config.sam.strips else int(config.sam.img_size)
+
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MANIFEST_VERSION = 1
 
@@ -63,12 +74,15 @@ def curve_ladder(
     ladder = list(model_ladder(model.config))
     if curve is None:
         return ladder, None
-    size = int(page_size or model.config.sam.img_size)
-    text_tokens = fill * PageRenderer(size).chars_per_page / curve.chars_per_token
+    size = int(page_size or default_page_size(model.config))
+    strips = all(m.lines for m in ladder)
+    renderer = PageRenderer(size, font_px=STRIP_PAGE_FONT_PX if strips else None)
+    text_tokens = fill * renderer.chars_per_page / curve.chars_per_token
+    probe = renderer.render(_FILLER * (1 + int(fill * renderer.chars_per_page) // len(_FILLER)))[0].image
     rows = []
     for m in ladder:
-        enc = page_tokens(m, (size, size))[1]
-        rows.append((m, curve.expected_precision(m, text_tokens / enc)))
+        enc = page_tokens(m, (size, size), probe)[1]
+        rows.append((m, curve.expected_precision(m, text_tokens / max(1, enc))))
     if max(q for _, q in rows) < UNINFORMATIVE:
         log.warning("curve expects < %.2f precision on every rung: keeping the plain ladder", UNINFORMATIVE)
         return ladder, None
@@ -95,6 +109,9 @@ class Segment:
     group: int  # the add() call it came from (a long text spans several pages)
     mode: str = ""  # current mode name ("" when dropped)
     tokens: int = 0  # decoder placeholders held now
+    costs: list[int] = field(
+        default_factory=list
+    )  # placeholders per rung (a line reader's page costs its lines)
 
 
 @dataclass
@@ -139,8 +156,12 @@ class ContextStore:
         self.ladder = tuple(get_mode(m) for m in ladder)
         if not self.ladder:
             raise ValueError("empty mode ladder")
-        self.page_size = int(page_size or model.config.sam.img_size)
-        self.costs = [page_tokens(m, (self.page_size, self.page_size))[0] for m in self.ladder]
+        self.page_size = int(page_size or default_page_size(model.config))
+        self.lines = all(m.lines for m in self.ladder)
+        # square views: every page costs the same per rung; a line reader's page costs its lines
+        self.costs = (
+            [] if self.lines else [page_tokens(m, (self.page_size, self.page_size))[0] for m in self.ladder]
+        )
         if any(a <= b for a, b in zip(self.costs, self.costs[1:], strict=False)):
             raise ValueError(
                 f"ladder {[m.name for m in self.ladder]} must cost strictly fewer tokens per rung, got {self.costs}"
@@ -160,7 +181,7 @@ class ContextStore:
         if max_segments < 1:
             raise ValueError(f"max_segments must be >= 1, got {max_segments}")
         self.max_segments = int(max_segments)
-        self.renderer = PageRenderer(self.page_size)
+        self.renderer = PageRenderer(self.page_size, font_px=STRIP_PAGE_FONT_PX if self.lines else None)
         self.segments: list[Segment] = []  # oldest first; dropped ones are removed
         self.next_seq = 0
         self.next_group = 0
@@ -229,7 +250,12 @@ class ContextStore:
                 f"context {name!r} was encoded by {raw['weights_id']}, this model is {wid}",
                 reason="context_conflict",
             )
-        ladder = [Mode(r["name"], r["base_size"], r["image_size"], r["crop"]) for r in raw["ladder"]]
+        ladder = [
+            get_mode(r["name"])
+            if r["name"].startswith("lines")
+            else Mode(r["name"], r["base_size"], r["image_size"], r["crop"])
+            for r in raw["ladder"]
+        ]
         budget = int(create.get("budget_tokens", raw["budget_tokens"]))
         cs = cls(
             name,
@@ -269,8 +295,9 @@ class ContextStore:
             self.next_group += 1
             new = []
             for p in pages:
-                png = raster.png_bytes(raster.fit_image(p.image, self.limits, "context page"))
-                seg = Segment(self.next_seq, 0, len(p.text), time.time(), group)
+                img = raster.fit_image(p.image, self.limits, "context page")
+                png = raster.png_bytes(img)
+                seg = Segment(self.next_seq, 0, len(p.text), time.time(), group, costs=self.page_costs(img))
                 self.next_seq += 1
                 self.store.put(self._page_key(seg.seq), png, "image/png")
                 self.segments.append(seg)
@@ -291,13 +318,20 @@ class ContextStore:
             kept = {s.seq for s in self.segments}
             return [s for s in new if s.seq in kept]
 
+    def page_costs(self, img: Image.Image) -> list[int]:
+        """Decoder placeholders ``img`` costs on each rung."""
+        if not self.lines:
+            return list(self.costs)
+        return [page_tokens(m, img.size, img)[0] for m in self.ladder]
+
     def _replan(self, fresh: frozenset[int] | set[int] = frozenset()) -> None:
         newest_first = self.segments[::-1]
         caps = [s.rung for s in newest_first]
+        rows = [s.costs or self.costs for s in newest_first]
         levels = plan_levels(
-            self.costs, len(caps), self.budget, caps, self.quality, self.half_life, self.keep_sharp
+            rows, len(caps), self.budget, caps, self.quality, self.half_life, self.keep_sharp
         )
-        assert plan_cost(self.costs, levels) <= self.budget  # planner contract
+        assert plan_cost(rows, levels) <= self.budget  # planner contract
         drop = len(self.ladder)
         for seg, rung in zip(newest_first, levels, strict=True):
             if rung == seg.rung and seg.seq not in fresh:
@@ -316,9 +350,10 @@ class ContextStore:
         mode = self.ladder[seg.rung]
         img = Image.open(io.BytesIO(self.store.get(self._page_key(seg.seq)))).convert("RGB")
         vt = self.model.encode(img, mode)
-        if vt.n_placeholders != self.costs[seg.rung]:
+        want = (seg.costs or self.costs)[seg.rung]
+        if vt.n_placeholders != want:
             raise RuntimeError(
-                f"model laid out {vt.n_placeholders} tokens for mode {mode.name}, budget counts {self.costs[seg.rung]}"
+                f"model laid out {vt.n_placeholders} tokens for mode {mode.name}, budget counts {want}"
             )
         self.tiers.put(self._tok_key(seg.seq, mode.name), vt.to_bytes())
         seg.mode, seg.tokens = mode.name, vt.n_placeholders
@@ -398,6 +433,13 @@ class ContextStore:
                 out.append(ReadSegment(seg, text, r.best.stopped, outcome, r.attempts))
         return out
 
+    def mean_costs(self) -> list[int]:
+        """Per rung, the mean cost of the kept pages (a line reader's pages differ)."""
+        rows = [s.costs for s in self.segments if s.costs]
+        if not rows:
+            return [0] * len(self.ladder)
+        return [round(sum(r[i] for r in rows) / len(rows)) for i in range(len(self.ladder))]
+
     def stats(self) -> dict:
         with self._lock:
             per_mode = {m.name: sum(1 for s in self.segments if s.mode == m.name) for m in self.ladder}
@@ -409,7 +451,8 @@ class ContextStore:
                 "forgotten": self.forgotten,
                 "page_size": self.page_size,
                 "ladder": [
-                    {"mode": m.name, "tokens": c} for m, c in zip(self.ladder, self.costs, strict=True)
+                    {"mode": m.name, "tokens": c}
+                    for m, c in zip(self.ladder, self.costs or self.mean_costs(), strict=True)
                 ],
                 "per_mode": per_mode,
                 "segments_detail": [asdict(s) for s in self.segments],

@@ -46,8 +46,9 @@ def default_quality(costs: Sequence[int]) -> list[float]:
 def _check_row(costs: Sequence[int]) -> None:
     if not costs:
         raise ValueError("need at least one rung cost")
-    if any(c <= 0 for c in costs) or any(a <= b for a, b in zip(costs, costs[1:], strict=False)):
-        raise ValueError(f"rung costs must be positive and strictly decreasing, got {list(costs)}")
+    # non-increasing: a page of very short lines may cost the same on two rungs of a line reader
+    if any(c <= 0 for c in costs) or any(a < b for a, b in zip(costs, costs[1:], strict=False)):
+        raise ValueError(f"rung costs must be positive and non-increasing, got {list(costs)}")
 
 
 def _check(
@@ -105,7 +106,8 @@ def plan_levels(
                 continue  # the next older segment would become sharper than this one
             saved = cost[i][r] - cost[i][r + 1]
             loss = weight[i] * max(0.0, qual[r] - qual[r + 1])
-            key = (i < keep_sharp, loss / saved, -i)  # pinned last, then cheapest value per token, oldest
+            ratio = loss / saved if saved > 0 else float("inf")  # a free step: only on the way to dropping
+            key = (i < keep_sharp, ratio, -i)  # pinned last, then cheapest value per token, oldest
             if best_key is None or key < best_key:
                 best, best_key = i, key
         # the oldest kept segment is always demotable, so best >= 0 while total > 0

@@ -5,15 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from ocrstream.compression.auto_mode import choose_mode
 from ocrstream.compression.curve import CompressionCurve, CurvePoint, ModeCurve, curve_from_samples, measure
 from ocrstream.compression.ladder import model_ladder, page_tokens
 from ocrstream.model.modes import get_mode
-
-RUNGS = ("lines", "lines-75", "lines-50")
+from tests.compression.conftest import LINES_RUNGS as RUNGS
 
 
 def text_page(rng: random.Random, n_lines: int) -> Image.Image:
@@ -47,29 +45,6 @@ def text_page(rng: random.Random, n_lines: int) -> Image.Image:
             fill="black",
         )
     return img
-
-
-@pytest.fixture(scope="module")
-def lines_model():
-    from ocrstream.model.config import tiny_lines_config
-    from ocrstream.model.deepseek_ocr import DeepseekOCRForCausalLM
-    from ocrstream.model.runtime import OcrModel
-    from ocrstream.model.tokenizer import OcrTokenizer
-    from ocrstream.train.tokenizer import build_char_tokenizer, special_ids
-
-    tok = build_char_tokenizer()
-    sp = special_ids(tok)
-    cfg = tiny_lines_config(vocab_size=tok.get_vocab_size())
-    cfg.image_token_id = sp["image_token_id"]
-    cfg.decoder.bos_token_id, cfg.decoder.eos_token_id, cfg.decoder.pad_token_id = 0, 1, 2
-    cfg.ngram_whitelist = ()
-    cfg.sam.max_width = 2048
-    cfg.clip.max_positions = 256
-    cfg.line_decoding = "ctc"
-    cfg.compression_modes = RUNGS
-    cfg.validate()
-    torch.manual_seed(random.randrange(1 << 30))
-    return OcrModel(DeepseekOCRForCausalLM(cfg).eval(), OcrTokenizer(tok, image_token_id=3))
 
 
 def test_ladder_is_the_declared_rungs_widest_first(lines_model):
