@@ -99,11 +99,17 @@ def main(argv: list[str] | None = None) -> int:
         args.max_new_tokens = min(args.max_new_tokens, 8)
     else:
         model = OcrModel.load(args.checkpoint)
-    size = int(model.config.sam.img_size)
     ladder, quality = curve_ladder(model, None if args.tiny else model_curve(args.checkpoint))
-    top = ContextStore("probe", model, ladder, 0, LocalStore(tempfile.mkdtemp())).costs[0]
+    probe = ContextStore("probe", model, ladder, 0, LocalStore(tempfile.mkdtemp()))
+    size = probe.page_size
+    # a line reader's context pages are document pages: longer segments fill them
+    words = (40, 250) if probe.lines else (12, 60)
+    texts = heldout_segments(args.segments, size, args.seed, words=words, font_px=probe.renderer.font_px)
+    if probe.lines:  # what a page of the first segment costs on the sharpest rung
+        top = probe.page_costs(probe.renderer.render(texts[0])[0].image)[0]
+    else:
+        top = probe.costs[0]
     budget = args.budget if args.budget is not None else 4 * top
-    texts = heldout_segments(args.segments, size, args.seed, words=(12, 60))
     report = run(model, ladder, quality, texts, budget, args.max_new_tokens, args.half_life)
     report["provenance"] = {
         "model": "tiny-random" if args.tiny else str(args.checkpoint or SHIPPED_MODEL_DIR),

@@ -45,15 +45,17 @@ def make_tiff(n: int, size=(120, 80)) -> bytes:
     return buf.getvalue()
 
 
-def heldout_segments(n: int, size: int, seed: int, words: tuple[int, int] = (15, 45)) -> list[str]:
+def heldout_segments(
+    n: int, size: int, seed: int, words: tuple[int, int] = (15, 45), font_px: int | None = None
+) -> list[str]:
     """Test-split paragraphs cut to what one ``size``-px context page holds (the page's own drawn
-    text), ``words`` long (min, max) before the cut."""
+    text), ``words`` long (min, max) before the cut; ``font_px`` as the context store renders."""
     from ocrstream.compression.render import PageRenderer
     from ocrstream.data.corpus import load_corpus
 
     rng = random.Random(seed)
     paras = load_corpus()["test"]
-    r = PageRenderer(size)
+    r = PageRenderer(size, font_px=font_px)
     out = []
     while len(out) < n:
         text = rng.choice(paras).text.split()

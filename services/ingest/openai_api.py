@@ -553,6 +553,9 @@ async def _events(
                 delta = {"role": "assistant", "content": text} if first else {"content": PAGE_SPLIT + text}
                 first = False
                 yield _sse(chunk(delta, extra=_page_extra(sub.job_id, page)))
+            # pages stream as they are decoded, the document is assembled a moment later: the
+            # stream ends once it is, so a client may fetch the job's result right after [DONE]
+            await waiter.finished(sub.job_id)
     except ApiError as exc:
         yield _sse(exc.body())  # the client raises it; the stream ends without [DONE]
         return
