@@ -196,6 +196,9 @@ class IngestConfig(_EnvConfig):
     ref_buckets: tuple[str, ...] = _f(
         (), "comma-separated buckets the reference topic may read; empty = none"
     )
+    ref_http_prefixes: tuple[str, ...] = _f(
+        (), "comma-separated http(s) URL prefixes chat requests may name as images; empty = none"
+    )
     context_api: bool = _f(
         True, "serve /v1/context (context stores, progressive forgetting); the model loads on first use"
     )

@@ -127,19 +127,20 @@ def _openai(common: CommonConfig, cfg: IngestConfig, client):  # noqa: ANN001, A
     )
     from ocrstream.services.ingest.references import ReferencePolicy
 
-    # Image URLs in chat requests may name the buckets the reference topic may read, nothing else.
+    # Image URLs in chat requests may name the reference topic's buckets and the allowed URL prefixes.
     return OpenAIOptions(
         model_names=checkpoint_model_names(common.checkpoint_dir),
         prompt_tokens=TokenizerPromptTokens(common.checkpoint_dir),
-        references=ReferencePolicy(buckets=cfg.ref_buckets),
+        references=ReferencePolicy(buckets=cfg.ref_buckets, http_prefixes=cfg.ref_http_prefixes),
         s3_client=client,
     )
 
 
 def _load_model(common: CommonConfig):  # noqa: ANN202 - OcrModel
-    from ocrstream.model.runtime import OcrModel
+    from ocrstream.backends.inprocess import load_model
 
-    return OcrModel.load(common.checkpoint_dir or None, device=common.device)
+    # one device/dtype rule for every role (auto | cuda | cpu; bf16 on a GPU, fp32 on the CPU)
+    return load_model(common.checkpoint_dir, common.device, common.dtype)
 
 
 def _load_curve(common: CommonConfig):  # noqa: ANN202 - CompressionCurve | None

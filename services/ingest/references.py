@@ -6,8 +6,8 @@ whatever the ingest pod can (cloud metadata, internal services, every bucket of 
 So every reference passes ``ReferencePolicy.check`` first, and again on each HTTP redirect. The
 default policy refuses all references. S3 buckets are the reference topic's allow-list
 (``OCRSTREAM_INGEST_REF_BUCKETS``) and are fetched by the same ``sources.make_fetcher`` (size cap,
-error mapping); local paths are never read from a request. HTTP(S) URL prefixes have no setting
-yet: ``http_prefixes`` is the hook to feed from config.
+error mapping); local paths are never read from a request. HTTP(S) URLs must start with one of
+``OCRSTREAM_INGEST_REF_HTTP_PREFIXES``.
 """
 
 from __future__ import annotations

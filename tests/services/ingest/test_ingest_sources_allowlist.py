@@ -127,3 +127,52 @@ def test_watched_folder_skips_links_that_leave_it(backbone, tmp_path, rng):
     assert FolderSource(root, _ingestor(backbone, max_bytes=1000), backbone.store).scan() == 0
     dls = [DeadLetter.from_bytes(r.value) for r in backbone.bus.records(topic(DeadLetter, P))]
     assert (dls[-1].reason, dls[-1].original_key) == ("oversized", str(big))
+
+
+def test_chat_image_urls_follow_the_configured_prefixes_and_buckets(tmp_path):
+    """The OpenAI endpoint's reference policy comes from the ingest settings: nothing by default,
+    exactly the configured buckets and http(s) prefixes otherwise."""
+    from ocrstream.config import CommonConfig, IngestConfig
+    from ocrstream.errors import PermanentError
+    from ocrstream.services.ingest.main import _openai
+
+    common = CommonConfig.from_env({}, store="local", store_dir=str(tmp_path), cache="memory")
+    closed = _openai(common, IngestConfig.from_env({}), None).references
+    env = {
+        "OCRSTREAM_INGEST_REF_BUCKETS": "scans",
+        "OCRSTREAM_INGEST_REF_HTTP_PREFIXES": "https://docs.example.com/pub/,http://10.0.0.7/in/",
+    }
+    opened = _openai(common, IngestConfig.from_env(env), None).references
+    assert opened.http_prefixes == ("https://docs.example.com/pub/", "http://10.0.0.7/in/")
+    for uri, ok in (
+        ("https://docs.example.com/pub/a.pdf", True),
+        ("http://10.0.0.7/in/b.png", True),
+        ("https://docs.example.com/private/a.pdf", False),
+        ("s3://scans/x.pdf", True),
+        ("s3://other/x.pdf", False),
+    ):
+        try:
+            opened.check(uri)
+            assert ok, uri
+        except PermanentError:
+            assert not ok, uri
+        with pytest.raises(PermanentError):
+            closed.check(uri)
+
+
+def test_ingest_loads_its_model_with_the_shared_device_rule(tmp_path):
+    """OCRSTREAM_DEVICE=auto (what a GPU chart sets) resolves like every other role's: on this
+    machine the CPU in fp32, never the raw string handed to torch."""
+    import torch
+
+    from ocrstream.config import CommonConfig
+    from ocrstream.services.ingest.main import _load_model
+
+    common = CommonConfig.from_env(
+        {"OCRSTREAM_DEVICE": "auto"}, store="local", store_dir=str(tmp_path), cache="memory"
+    )
+    model = _load_model(common)
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert model.device.type == want
+    if want == "cpu":
+        assert model.model.dtype == torch.float32
