@@ -175,6 +175,9 @@ class DeepseekOCRConfig:
     # "guided" (the decoder with CTC prefix scores, ``generation.generate(ctc=...)``)
     line_decoding: str = "guided"
     ctc_weight: float = 0.5
+    # "fallback": greedy CTC for strips whose least sure frame is at least this probable, guided
+    # decoding for the others (the decoder's step loop costs far more than one CTC pass)
+    ctc_confidence: float = 0.9
     # the rungs auto mode and progressive forgetting choose from (mode specs, most tokens first);
     # empty: the official ladder scaled to the model's view (``compression.ladder``)
     compression_modes: tuple[str, ...] = ()
@@ -204,8 +207,8 @@ class DeepseekOCRConfig:
             problems.append(f"image_token_id {self.image_token_id} outside vocab {d.vocab_size}")
         if p.projector_type != "linear":
             problems.append(f"projector_type {p.projector_type!r} unsupported (only 'linear')")
-        if self.line_decoding not in ("ctc", "ar", "guided"):
-            problems.append(f"line_decoding {self.line_decoding!r} not in ctc|ar|guided")
+        if self.line_decoding not in ("ctc", "ar", "guided", "fallback"):
+            problems.append(f"line_decoding {self.line_decoding!r} not in ctc|ar|guided|fallback")
         if self.line_decoding != "ar" and s.strips and not self.ctc_head:
             problems.append(f"line_decoding {self.line_decoding!r} needs the CTC head")
         if s.strips:
@@ -487,6 +490,8 @@ def _to_hf_dict(cfg: DeepseekOCRConfig) -> dict[str, Any]:
                 "ctc_head",
                 "line_decoding",
                 "ctc_weight",
+                "ctc_confidence",
+                "compression_modes",
             )
             if getattr(cfg, k) != getattr(DeepseekOCRConfig(), k)
         },

@@ -34,6 +34,17 @@ def ctc_greedy(logits: torch.Tensor, blank: int, lengths: list[int] | None = Non
     return out
 
 
+def ctc_confidence(logits: torch.Tensor, lengths: list[int] | None = None) -> list[float]:
+    """Per row, the least confident frame of the greedy path: min over frames of the top label's
+    probability. A frame torn between a character and blank (or two characters) pulls it down."""
+    top = logits.float().softmax(-1).amax(-1)  # [B, T]
+    out = []
+    for i in range(top.shape[0]):
+        t = top[i, : lengths[i]] if lengths is not None else top[i]
+        out.append(float(t.min()) if t.numel() else 1.0)
+    return out
+
+
 def _log_cumsum_linear(log_y: torch.Tensor, log_u: torch.Tensor) -> torch.Tensor:
     """Solve r_t = (r_{t-1} + u_t) * y_t (r_{-1} = 0) in log space for all t: [..., T] -> [..., T].
 

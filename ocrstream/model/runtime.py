@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .ctc import CtcPrefixScorer, ctc_greedy
+from .ctc import CtcPrefixScorer, ctc_confidence, ctc_greedy
 from .deepseek_ocr import DeepseekOCRForCausalLM
 from .generation import NGRAM_IMAGE, SamplingParams, generate
 from .lines import TextLine, find_text_lines, pad_strip, page_strips, strips_to_tensor
@@ -454,6 +454,37 @@ class OcrModel:
         logits = self.model.ctc_logits(tokens) if cfg.ctc_head else None  # [B, T, V]
         if method == "ctc":
             return ctc_greedy(logits, pad, n)
+        if method == "fallback":
+            # greedy CTC where it is sure of every frame; the decoder, guided by CTC, elsewhere
+            out = ctc_greedy(logits, pad, n)
+            conf = ctc_confidence(logits, n)
+            unsure = [i for i, c in enumerate(conf) if c < cfg.ctc_confidence]
+            if unsure:
+                again = self._decode_guided(
+                    [views[i] for i in unsure],
+                    logits[unsure],
+                    [n[i] for i in unsure],
+                    max_new_tokens,
+                    mode,
+                    "guided",
+                )
+                for i, seq in zip(unsure, again, strict=True):
+                    out[i] = seq
+            return out
+        return self._decode_guided(views, logits, n, max_new_tokens, mode, method)
+
+    def _decode_guided(
+        self,
+        views: list[torch.Tensor],
+        logits: torch.Tensor | None,
+        n: list[int],
+        max_new_tokens: int,
+        mode: str,
+        method: str,
+    ) -> list[list[int]]:
+        """The decoder over strips, alone (``ar``) or with CTC prefix scores (``guided``)."""
+        cfg = self.config
+        pad = cfg.decoder.pad_token_id
         # a strip of n tokens holds at most about n / squeeze characters: a cap per row stops a
         # runaway row without holding the batch to max_new_tokens
         squeeze = get_mode(mode).squeeze if mode.startswith("lines") else 1.0

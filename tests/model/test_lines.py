@@ -97,12 +97,13 @@ def test_official_config_keeps_square_views_and_has_no_ctc_head():
 
 def test_strip_config_round_trips_through_config_json():
     cfg = tiny_lines_config()
+    cfg.compression_modes, cfg.line_decoding, cfg.ctc_confidence = ("lines", "lines-50"), "fallback", 0.75
     back = DeepseekOCRConfig.from_hf_dict(cfg.to_hf_dict())
-    assert (
-        back.sam == cfg.sam
-        and back.clip == cfg.clip
-        and back.ctc_head
-        and back.line_decoding == cfg.line_decoding
+    assert back.sam == cfg.sam and back.clip == cfg.clip and back.ctc_head
+    assert (back.compression_modes, back.line_decoding, back.ctc_confidence) == (
+        ("lines", "lines-50"),
+        "fallback",
+        0.75,
     )
 
 
@@ -245,3 +246,29 @@ def test_page_text_formats():
     grounded = parse_grounding(page_text(lines, texts, "<image>\n<|grounding|>OCR this image.", size), *size)
     assert [b.label for b in grounded] == texts
     assert np.allclose([b.boxes[0] for b in grounded], [ln.box for ln in lines], atol=1.5)
+
+
+def test_fallback_reads_sure_strips_by_ctc_and_the_rest_with_the_decoder(strip_model, monkeypatch):
+    ocr = _lines_runtime(strip_model)
+    n, hidden, vocab = 20, ocr.config.decoder.hidden_size, ocr.config.decoder.vocab_size
+    views = [torch.randn(n + 2, hidden) for _ in range(3)]
+    rng = random.Random()
+    target = [rng.randrange(20, vocab - 1) for _ in range(6)]
+    logits = torch.full((3, n, vocab), -30.0)
+    for t in range(n):  # row 0 and 2: a sure path; row 1: every frame split between two labels
+        c = target[t // 2] if t % 2 and t // 2 < len(target) else ocr.config.decoder.pad_token_id
+        logits[[0, 2], t, c] = 30.0
+        logits[1, t, c] = 0.0
+        logits[1, t, 20] = 0.0
+    ocr.model.ctc_logits = lambda tokens: logits[: tokens.shape[0], : tokens.shape[1]]
+    calls = []
+    real = ocr._decode_guided
+    monkeypatch.setattr(
+        ocr,
+        "_decode_guided",
+        lambda v, lg, k, m, mode, method: calls.append(len(v)) or real(v, lg, k, m, mode, method),
+    )
+    ocr.config.line_decoding = "fallback"
+    out = ocr._read_strip_batch(views, 16, "lines")
+    assert out[0] == out[2] == target
+    assert calls == [1]  # only the unsure strip went through the decoder
