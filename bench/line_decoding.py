@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", type=Path, default=None, help="a training checkpoint instead")
     ap.add_argument("--lines", type=int, default=128)
     ap.add_argument("--weights", default="0.3,0.5,0.7", help="CTC weights for guided decoding")
+    ap.add_argument("--confidences", default="0.6,0.8,0.9", help="fallback thresholds (with the best weight)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -51,23 +52,33 @@ def main(argv: list[str] | None = None) -> int:
     lines = [gen.line(i) for i in range(args.lines)]
     refs = [x.text for x in lines]
     kinds = [x.kind for x in lines]
-    methods = [("ctc", None), ("ar", None)] + [("guided", float(w)) for w in args.weights.split(",")]
+    methods = [("ctc", None, None), ("ar", None, None)]
+    methods += [("guided", float(w), None) for w in args.weights.split(",")]
     rows = []
-    for method, weight in methods:
+    for method, weight, conf in methods:
         ocr.config.line_decoding = method
         if weight is not None:
             ocr.config.ctc_weight = weight
+        if conf is not None:
+            ocr.config.ctc_confidence = conf
         t0 = time.perf_counter()
         hyps = ocr.read_line_images([x.strip for x in lines])
         secs = time.perf_counter() - t0
+        name = method if weight is None else f"guided w={weight:g}"
+        if conf is not None:
+            name = f"fallback c={conf:g} w={weight:g}"
         row = {
-            "method": method if weight is None else f"guided w={weight:g}",
+            "method": name,
             "cer": corpus_cer(refs, hyps),
             "cer_corpus": corpus_cer(*_pick(refs, hyps, kinds, "corpus")),
             "cer_random": corpus_cer(*_pick(refs, hyps, kinds, "random")),
             "s_per_100_lines": 100 * secs / len(lines),
         }
         rows.append(row)
+        if method == "guided" and weight == float(args.weights.split(",")[-1]):
+            best = min((r for r in rows if r["method"].startswith("guided")), key=lambda r: r["cer"])
+            w = float(best["method"].split("=")[1])
+            methods += [("fallback", w, float(c)) for c in args.confidences.split(",")]
         print(
             f"{row['method']:16s} CER {row['cer']:7.2%}  corpus {row['cer_corpus']:7.2%}  random {row['cer_random']:7.2%}"
             f"  {row['s_per_100_lines']:6.2f} s / 100 lines",
