@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import torch
 
-LOG_FLOOR = -1e4  # log-probability floor (float64): e^-10000 is zero for every purpose here
+# log-probability floor: e^-30 is zero for every purpose here, and it keeps the running sums of
+# the cumulative solution small enough for float32 (at most 30 per frame)
+LOG_FLOOR = -30.0
 
 
 def ctc_greedy(logits: torch.Tensor, blank: int, lengths: list[int] | None = None) -> list[list[int]]:
@@ -57,11 +59,11 @@ def _log_cumsum_linear(log_y: torch.Tensor, log_u: torch.Tensor) -> torch.Tensor
 
 
 class CtcPrefixScorer:
-    """CTC prefix scores for B rows of per-frame log-probabilities [B, T, V] (float64 math)."""
+    """CTC prefix scores for B rows of per-frame log-probabilities [B, T, V] (float32 math)."""
 
     def __init__(self, log_probs: torch.Tensor, blank: int, lengths: torch.Tensor | None = None) -> None:
         # finite floor: the cumulative-sum solution subtracts running sums, and -inf - -inf is nan
-        lp = log_probs.double().clamp_min(LOG_FLOOR)
+        lp = log_probs.float().clamp_min(LOG_FLOOR)
         b, t, _ = lp.shape
         if lengths is not None:  # frames past a row's length: blank with certainty
             pad = torch.arange(t, device=lp.device)[None, :] >= lengths.to(lp.device)[:, None]
