@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr = subparsers.add_parser("train", help="train (or resume) the embedded line reader")
     tr.add_argument("--run", default="lines", help="run name: ~/.cache/ocrstream/train/<run>")
     tr.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget (0 = until --steps)")
-    tr.add_argument("--steps", type=int, default=None, help="length of the LR schedule (default 10000)")
+    tr.add_argument("--steps", type=int, default=None, help="length of the LR schedule (default 6500)")
     tr.add_argument("--batch", type=int, default=None)
     tr.add_argument("--threads", type=int, default=None)
     tr.add_argument("--lr", type=float, default=None)

@@ -54,7 +54,7 @@ class LineTrainConfig:
     seed: int = 1234
     batch: int = 32
     pool: int = 8  # batches drawn together and sorted by width
-    steps: int = 10_000  # the LR schedule's length; the run stops there (or at max_minutes)
+    steps: int = 6_500  # the LR schedule's length; the run stops there (or at max_minutes)
     max_minutes: float = 0.0  # 0 = no wall-clock limit
     lr: float = 1.5e-3
     lr_floor: float = 0.03  # final LR as a share of lr
