@@ -18,6 +18,9 @@ MAX_WIDTH = 2048  # px: about 170 characters at the base rung
 SQUEEZES = ((1.0, 0.7), (0.75, 0.15), (0.5, 0.15))
 # The rungs measured for the compression curve, most tokens first: the trained ones and between.
 LADDER = ("lines", "lines-85", "lines-75", "lines-65", "lines-50", "lines-40")
+# How the shipped model reads a strip (runtime settings, applied at export): chosen on validation
+# lines with bench/line_decoding.py, never on real documents.
+DECODING = {"line_decoding": "ctc", "ctc_weight": 0.5, "ctc_confidence": 0.9}
 
 
 def model_config(vocab_size: int, special: dict[str, int]) -> DeepseekOCRConfig:
@@ -59,6 +62,8 @@ def model_config(vocab_size: int, special: dict[str, int]) -> DeepseekOCRConfig:
     cfg.ctc_head = True
     cfg.default_mode = "lines"
     cfg.compression_modes = LADDER
+    for k, v in DECODING.items():
+        setattr(cfg, k, v)
     cfg.name = "ocrstream-embedded"
     cfg.validate()
     return cfg

@@ -164,6 +164,10 @@ def test_export_round_trips_through_the_runtime(tmp_path, monkeypatch, corpus):
     assert info["step"] == 2 and info["weights_bytes"] < 40 * 1024 * 1024
     ocr = OcrModel.load(tmp_path / "model")
     assert ocr.model.dtype == torch.float32 and ocr.config.sam.strips and ocr.config.ctc_head
+    # the recipe's decoding settings (chosen on validation lines) ship with the weights
+    from ocrstream.train.line_recipe import DECODING
+
+    assert {k: getattr(ocr.config, k) for k in DECODING} == DECODING
     # the shipped weights are the trained ones, up to fp16 storage
     shipped = ocr.model.state_dict()
     for k, v in tr.model.state_dict().items():
