@@ -40,8 +40,9 @@ def write_card(model_dir: Path, metrics_path: Path | None, extra_notes: str = ""
     sp = ev["splits"]
     tc = prov.get("train_config", {})
     rows = [
-        ("held-out lines, training faces", sp["lines"]),
-        ("held-out lines, unseen face (Noto Serif)", sp["font"]),
+        ("held-out text lines, training faces", sp["lines"]),
+        ("held-out text lines, unseen face (Noto Serif)", sp["font"]),
+        *([("random-character lines, training faces", sp["lines_random"])] if "lines_random" in sp else []),
         ("held-out synthetic pages (page -> lines)", sp["pages"]),
         ("held-out synthetic pages, unseen face", sp["pages_font"]),
         ("bundled sample PDFs (the README command)", sp["samples"]),

@@ -2,8 +2,11 @@
 
 Splits (all deterministic, all text from corpus splits never trained on):
 
-* ``lines``: single lines of test-split text in the training faces, cut like training lines;
+* ``lines``: single lines of test-split text in the training faces, cut like training lines
+  (degraded like them: noise, blur, JPEG, scale jitter);
 * ``font``: the same in the held-out face (Noto Serif);
+* ``lines_random``: random-character lines (the other half of training lines), training faces:
+  reading with no language prior, reported beside the text lines;
 * ``pages``: synthetic A4 PDFs (``ocrstream.data.pages``) in the training TrueType faces,
   rasterised by the pipeline's rasterizer and read through the page -> lines path;
 * ``pages_font``: such pages in the held-out face.
@@ -26,8 +29,16 @@ from ocrstream.textdist import cer, corpus_cer, normalize
 SEED = 7
 
 
-def eval_lines(split: str, n: int, heldout_font: bool = False, squeeze: float = 1.0, seed: int = SEED):  # noqa: ANN201
-    """The first ``n`` lines of a held-out line split (LineSample list)."""
+def eval_lines(  # noqa: ANN201
+    split: str,
+    n: int,
+    heldout_font: bool = False,
+    squeeze: float = 1.0,
+    seed: int = SEED,
+    random_share: float = 0.0,
+):
+    """The first ``n`` lines of a held-out line split (LineSample list); ``random_share`` of them
+    random characters instead of corpus text."""
     from ocrstream.data.corpus import load_corpus
     from ocrstream.data.fonts import heldout_fonts, train_fonts
     from ocrstream.data.lines import LineGenerator
@@ -35,7 +46,9 @@ def eval_lines(split: str, n: int, heldout_font: bool = False, squeeze: float = 
     corpus = load_corpus()
     fonts = heldout_fonts() if heldout_font else train_fonts()
     name = f"eval-{split}{'-font' if heldout_font else ''}-{squeeze:g}"
-    gen = LineGenerator(corpus[split], fonts, name, seed, squeezes=((squeeze, 1.0),))
+    if random_share:
+        name += f"-random{random_share:g}"
+    gen = LineGenerator(corpus[split], fonts, name, seed, random_share, squeezes=((squeeze, 1.0),))
     return [gen.line(i) for i in range(n)]
 
 
@@ -108,6 +121,7 @@ def evaluate_model(ocr, n_lines: int = 256, n_pages: int = 12, seed: int = SEED)
         "samples": score_samples(ocr),
         "lines": score_lines(ocr, eval_lines("test", n_lines, seed=seed)),
         "font": score_lines(ocr, eval_lines("test", n_lines, heldout_font=True, seed=seed)),
+        "lines_random": score_lines(ocr, eval_lines("test", n_lines // 2, seed=seed, random_share=1.0)),
         "pages": score_pages(ocr, eval_pages("test", n_pages, seed=seed)),
         "pages_font": score_pages(
             ocr, eval_pages("test", max(1, n_pages // 2), heldout_font=True, seed=seed)
