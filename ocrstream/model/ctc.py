@@ -76,10 +76,8 @@ class CtcPrefixScorer:
         self.r_n = neg  # [B, T]
         self.r_b = lp[..., blank].cumsum(-1)
         self.last = [None] * b  # last label of each row's prefix
-        # labels of each row's best path, padded with its first (guided decoding's candidates)
-        paths = [sorted(set(p)) or [blank] for p in ctc_greedy(lp, blank)]
-        width = max(len(p) for p in paths)
-        self.path_labels = torch.tensor([p + [p[0]] * (width - len(p)) for p in paths], device=lp.device)
+        self.length = [0] * b  # labels in each row's prefix
+        self.paths = ctc_greedy(lp, blank)  # each row's best-path reading (guided candidates)
         self.score = torch.zeros(b, dtype=lp.dtype, device=lp.device)  # log P(prefix, ...)
 
     def _extend(self, cands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -116,6 +114,18 @@ class CtcPrefixScorer:
         self._cached = (cands, score, new_n, new_b)
         return (score - self.score[:, None]).float()
 
+    def path_labels(self, window: int = 1) -> torch.Tensor:
+        """[B, 2 * window + 1]: the labels of each row's best-path reading around its prefix length
+        (blank where out of range): the CTC reading's next label is a candidate while the prefix
+        follows it, and its neighbours when the two are a character apart. Candidates from the whole
+        path would cost one prefix-score pass per distinct character of the line."""
+        rows = []
+        for path, n in zip(self.paths, self.length, strict=True):
+            rows.append(
+                [path[j] if 0 <= j < len(path) else self.blank for j in range(n - window, n + window + 1)]
+            )
+        return torch.tensor(rows, dtype=torch.long, device=self.lp.device)
+
     def end_scores(self) -> torch.Tensor:
         """[B]: log P_ctc(the prefix is the whole transcript) - log P_ctc(prefix, ...)."""
         return (torch.logaddexp(self.r_n[:, -1], self.r_b[:, -1]) - self.score).float()
@@ -138,4 +148,5 @@ class CtcPrefixScorer:
             self.r_b[i] = new_b[i, j]
             self.score[i] = score[i, j]
             self.last[i] = c
+            self.length[i] += 1
         self._cached = None

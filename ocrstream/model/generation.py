@@ -224,8 +224,9 @@ def _guided(logits: torch.Tensor, ctc: CtcPrefixScorer, weight: float, stop: lis
     ending here, everything else -inf."""
     att = torch.log_softmax(logits, dim=-1)
     top = att.topk(min(GUIDE_TOP_K, att.shape[1]), dim=-1).indices  # [B, K]
-    # plus every label on the row's CTC best path, so the CTC reading is always a candidate
-    top = torch.cat([top, ctc.path_labels.to(top.device)], dim=1)
+    # plus the CTC best path's labels at and beside the prefix's position: the CTC reading stays
+    # a candidate while the prefix follows it
+    top = torch.cat([top, ctc.path_labels().to(top.device)], dim=1)
     pre = ctc.next_scores(top).to(att.device)
     out = torch.full_like(att, float("-inf"))
     out.scatter_(1, top, (1 - weight) * att.gather(1, top) + weight * pre)
