@@ -75,6 +75,8 @@ def choose_mode(
         raise ValueError("no candidate modes")
     est = estimate(page_image, text_layer_chars)
     text_tokens = est.text_tokens(curve.chars_per_token)
+    if est.source == "image":  # calibrated on the curve's pages (a text layer is exact)
+        text_tokens *= curve.density_scale
 
     def score(m: Mode) -> tuple[int, float, float]:
         placeholders, enc = page_tokens(m, size, page_image)

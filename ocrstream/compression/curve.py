@@ -95,6 +95,9 @@ class CompressionCurve:
     model: dict = field(default_factory=dict)
     metric: str = "precision = max(0, 1 - CER); compression = text tokens / encoder vision tokens"
     provenance: dict = field(default_factory=dict)
+    # true characters / the pixel estimate's (density.estimate), over the curve's own pages: the
+    # curve is indexed by true compression, so an image estimate is scaled by it before a look-up
+    density_scale: float = 1.0
 
     def mode(self, name: str) -> Mode:
         if name not in self.modes:
@@ -120,6 +123,7 @@ class CompressionCurve:
             "schema": SCHEMA,
             "model": self.model,
             "chars_per_token": self.chars_per_token,
+            "density_scale": round(self.density_scale, 4),
             "metric": self.metric,
             "modes": {
                 name: {
@@ -164,6 +168,7 @@ class CompressionCurve:
             raw.get("model", {}),
             raw.get("metric", ""),
             raw.get("provenance", {}),
+            float(raw.get("density_scale", 1.0)),
         )
 
     def save(self, path: str | Path) -> None:
@@ -255,6 +260,7 @@ class PageSample:
     vision_tokens: int
     precision: float
     chars: int
+    est_chars: float = 0.0  # the pixel density estimate of the page's characters
 
     @property
     def compression(self) -> float:
@@ -265,16 +271,18 @@ def measure(
     model, pages: Sequence[tuple], modes: Sequence[Mode], max_new_tokens: int = 200, batch: int = 8
 ) -> list[PageSample]:  # noqa: ANN001
     """Read every (image, text) page in every mode with ``model`` (an OcrModel), greedy free OCR."""
+    from ocrstream.compression.density import estimate
     from ocrstream.model.modes import num_encoder_tokens
     from ocrstream.textdist import cer
 
+    est = [estimate(img).chars for img, _ in pages]
     out = []
     for mode in modes:
         for i in range(0, len(pages), batch):
             chunk = pages[i : i + batch]
             vts = model.encode_batch([img for img, _ in chunk], mode)
             res = model.decode(vts, prompt="free_ocr", max_new_tokens=max_new_tokens)
-            for (img, ref), r, vt in zip(chunk, res, vts, strict=True):
+            for j, ((img, ref), r, vt) in enumerate(zip(chunk, res, vts, strict=True)):
                 # a lines mode's tokens are its strips' (two layout slots each are not vision tokens)
                 nv = (
                     sum(vt.view_lengths) - 2 * len(vt.view_lengths)
@@ -284,7 +292,8 @@ def measure(
                 if nv <= 0:
                     continue
                 ntext = len(model.tokenizer.encode(ref))
-                out.append(PageSample(mode.name, ntext, nv, max(0.0, 1.0 - cer(ref, r.text)), len(ref)))
+                p = max(0.0, 1.0 - cer(ref, r.text))
+                out.append(PageSample(mode.name, ntext, nv, p, len(ref), est[i + j]))
         done = [s for s in out if s.mode == mode.name]
         log.info(
             "mode %s: %d pages, mean precision %.3f",
@@ -302,8 +311,12 @@ def curve_from_samples(samples: Sequence[PageSample], modes: Sequence[Mode], **m
     }
     chars = sum(s.chars for s in samples)
     toks = sum(s.text_tokens for s in samples)
+    est = sum(s.est_chars for s in samples)
     return CompressionCurve(
-        by_mode, chars_per_token=chars / toks if toks else DEFAULT_CHARS_PER_TOKEN, **meta
+        by_mode,
+        chars_per_token=chars / toks if toks else DEFAULT_CHARS_PER_TOKEN,
+        density_scale=chars / est if est > 0 else 1.0,
+        **meta,
     )
 
 

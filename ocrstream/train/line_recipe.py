@@ -20,7 +20,7 @@ SQUEEZES = ((1.0, 0.7), (0.75, 0.15), (0.5, 0.15))
 LADDER = ("lines", "lines-85", "lines-75", "lines-65", "lines-50", "lines-40")
 # How the shipped model reads a strip (runtime settings, applied at export): chosen on validation
 # lines with bench/line_decoding.py, never on real documents.
-DECODING = {"line_decoding": "ctc", "ctc_weight": 0.5, "ctc_confidence": 0.9}
+DECODING = {"line_decoding": "guided", "ctc_weight": 0.5, "ctc_confidence": 0.9}
 
 
 def model_config(vocab_size: int, special: dict[str, int]) -> DeepseekOCRConfig:

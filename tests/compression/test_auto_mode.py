@@ -48,6 +48,24 @@ def test_image_density_chooses_at_least_two_modes():
     assert choose_mode(short, None, curve, target=0.9).density_source == "image"
 
 
+def test_image_estimates_are_scaled_by_the_curves_density_calibration(rng):
+    """The curve is indexed by true compression: a pixel estimate is scaled by the curve's measured
+    true/estimated character ratio before the look-up; a text layer's exact count is not."""
+    import dataclasses
+
+    curve = toy_curve()
+    scale = rng.uniform(1.1, 2.0)
+    scaled = dataclasses.replace(curve, density_scale=scale)
+    img = PageRenderer(256).render("a long stretch of ordinary English prose fills the page " * 4)[0].image
+    plain, cal = choose_mode(img, None, curve, target=0.9), choose_mode(img, None, scaled, target=0.9)
+    assert cal.est_text_tokens == pytest.approx(plain.est_text_tokens * scale), scale
+    assert choose_mode(None, 120, scaled, target=0.9, page_size=(256, 256)).est_text_tokens == pytest.approx(
+        40.0
+    )
+    # and it survives the curve's JSON
+    assert CompressionCurve.from_dict(scaled.to_dict()).density_scale == pytest.approx(scale, abs=1e-4)
+
+
 def test_reference_margin_never_exceeds_reference_cost():
     curve = paper_curve()
     page = Image.new("RGB", (1024, 1024), "white")

@@ -101,3 +101,9 @@ def test_measure_mechanics_with_tiny_model(model):
     curve = curve_from_samples(samples, modes, model={"name": "tiny"})
     assert set(curve.modes) == {"256", "160"}
     assert curve.chars_per_token == pytest.approx(1.0)  # character-level tokenizer
+    # the pixel estimate's calibration: true characters / estimated, over the measured pages
+    from ocrstream.compression.density import estimate
+
+    est = estimate(pages[0][0]).chars
+    assert samples[0].est_chars == pytest.approx(est)
+    assert curve.density_scale == pytest.approx(len(pages[0][1]) / est)

@@ -54,8 +54,13 @@ def test_recent_segments_read_back_at_their_mode_precision(tmp_path):
         cs.add(t)
     reads = cs.read_text(max_new_tokens=400)
     assert cs.used_tokens() <= cs.budget
-    recent = reads[-RECENT:]  # the newest: the sharpest rung
-    assert [r.segment.mode for r in recent] == [ladder[0].name] * RECENT, [r.segment.mode for r in reads]
+    # the newest pages are kept (the budget holds all of them at the sharpest rung); the planner
+    # may still fade them a rung where the curve says that costs almost nothing in precision
+    recent = reads[-RECENT:]
+    names = [m.name for m in ladder]
+    assert [r.segment.seq for r in recent] == list(range(3, RECENT + 3)), [r.segment.mode for r in reads]
+    ranks = [names.index(r.segment.mode) for r in recent]
+    assert ranks == sorted(ranks, reverse=True), ranks  # an older page is never sharper
     stored = {seg.seq: vt for seg, vt in cs.read_tokens()}
     got, want = [], []
     for r in recent:
