@@ -1,9 +1,8 @@
 """Whole-page speed of the shipped embedded model on CPU: the bundled sample PDFs at 144 dpi.
 
-Per page: reflow into 256-px views + encode, then greedy decode of every view in one batch
-(``OcrModel`` with the shipped config's default mode, ``reflow-256``). Prints views, vision
-tokens, generated tokens and seconds per page, and the mean seconds per page (target: about 1 s
-on 2 cores, issue 4).
+Per page: encode in the shipped config's default mode (for the line reader, ``lines``: the page's
+text lines as strips), then decode every view of the page in one call (``OcrModel``). Prints
+views, vision tokens, generated tokens and seconds per page, and the mean seconds per page.
 
     nice -n 10 .venv/bin/python bench/page_speed.py [--threads 2] [--max-new-tokens 160]
 """
