@@ -16,5 +16,6 @@ if ! compgen -G "$SAMPLES/*.pdf" >/dev/null; then
     echo "quickstart: no sample PDFs in $SAMPLES (they ship with the repository; is the checkout complete?)" >&2
     exit 1
 fi
-.venv/bin/ocrstream pipeline run "$SAMPLES" --out "$OUT" "$@"
+# markdown: headings and paragraphs from the page layout (a later --prompt in "$@" wins)
+.venv/bin/ocrstream pipeline run "$SAMPLES" --out "$OUT" --prompt markdown "$@"
 echo "quickstart: results in $OUT/ (open $OUT/*.md)"

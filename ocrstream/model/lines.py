@@ -30,7 +30,7 @@ from ocrstream.ink import runs as _runs
 
 STRIP_HEIGHT = 32
 PAD = 0.15  # of the band height, above and below the ink (and before/after it)
-HEADING_BAND = 1.3  # band / column typical band above which a line is a heading
+HEADING_BAND = 1.3  # type size (top to baseline) / the column's typical above which a line is a heading
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,12 @@ def find_text_lines(image: Image.Image) -> list[TextLine]:
         if not bands:
             continue
         typical = float(np.median([b - t for t, b in bands]))
+        # type size from the top of the ink to the baseline: descenders (which many short titles
+        # lack and most body lines have) would make a band look smaller or larger than its type
+        rise = [_rise(col[t:b]) for t, b in bands]
+        typical_rise = float(np.median(rise))
         prev_bot = None
-        for top, bot in bands:
+        for (top, bot), r in zip(bands, rise, strict=True):
             runs = _runs(col[top:bot].any(axis=0))
             if not runs:
                 continue
@@ -89,11 +93,19 @@ def find_text_lines(image: Image.Image) -> list[TextLine]:
                     box=(left + runs[0][0], top, left + runs[-1][1], bot),
                     band=max(float(own), typical),
                     column=ci,
-                    heading=own > HEADING_BAND * typical,
+                    heading=r > HEADING_BAND * typical_rise,
                     gap_before=gap,
                 )
             )
     return out
+
+
+def _rise(band: np.ndarray) -> int:
+    """Rows from a line's top ink to its baseline: the last row holding at least a quarter of the
+    busiest row's ink (descenders are sparse below it)."""
+    rows = band.sum(axis=1)
+    busy = np.nonzero(rows >= 0.25 * rows.max())[0]
+    return int(busy[-1]) + 1 if len(busy) else band.shape[0]
 
 
 def strip_box(box: tuple[float, float, float, float], band: float, pad: float = PAD) -> tuple[float, ...]:

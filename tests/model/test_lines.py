@@ -117,6 +117,30 @@ def test_find_text_lines_in_reading_order(columns):
     assert len({ln.column for ln in lines}) == columns
 
 
+def test_a_title_in_larger_type_is_a_heading_with_or_without_descenders():
+    """Type size is read from the top of the ink to the baseline: a short title with no descenders
+    ("Definitions") in 1.5x type is a heading; body lines (with descenders) and a body-size line
+    without descenders are not."""
+    from ocrstream.data.fonts import load_font, train_fonts
+
+    rng = random.Random()
+    face = rng.choice([f for f in train_fonts() if "Mono" not in f.name])
+    body = rng.randint(18, 26)
+    title = rng.choice(["Definitions", "Mozilla Public License", "Terms and Conditions"])
+    texts = [title, "a body line with descenders: gypsy jumping quickly", "Another line", "plain"]
+    img = Image.new("RGB", (1400, 500), "white")
+    d = ImageDraw.Draw(img)
+    y = 30
+    for i, t in enumerate(texts):
+        size = int(body * 1.5) if i == 0 else body
+        d.text((40, y), t, fill="black", font=load_font(face.path, size))
+        y += int(size * 2.2)
+    lines = find_text_lines(img)
+    ctx = (face.name, body, title)
+    assert len(lines) == len(texts), ctx
+    assert [ln.heading for ln in lines] == [True, False, False, False], ctx
+
+
 def test_strip_geometry_scales_the_band_and_pads_to_the_multiple():
     rng = random.Random()
     band = rng.uniform(12, 40)

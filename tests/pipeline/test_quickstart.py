@@ -36,7 +36,7 @@ def quickstart(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart")
     # Greedy only: the acceptance measures the model's first answer, as a user sees it.
     pipe = Pipeline.embedded(out / ".store", OcrModel.load(), decoder_cfg=DecoderConfig(ladder="t=0.0"))
-    return pdfs, out, pipe.run(pdfs, out)
+    return pdfs, out, pipe.run(pdfs, out, prompt="markdown")  # as scripts/quickstart.sh asks
 
 
 def test_one_markdown_per_sample_one_section_per_page(quickstart):
@@ -48,6 +48,8 @@ def test_one_markdown_per_sample_one_section_per_page(quickstart):
         assert [int(x) for x in re.findall(r"<!-- page (\d+) -->", md)] == list(range(1, n + 1))
         pages = json.loads((out / f"{pdf.stem}.json").read_text())["pages"]
         assert [p["page"] for p in pages] == list(range(1, n + 1))
+        # each sample opens with its title in larger type: a markdown heading
+        assert re.search(r"(?m)^## \S", md), md[:300]
 
 
 def test_cer_on_samples(quickstart):
