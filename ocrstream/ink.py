@@ -62,3 +62,54 @@ def columns(ink: np.ndarray) -> list[tuple[int, int]]:
         else:
             out.append((left, right))
     return out
+
+
+def regions(ink: np.ndarray, max_crossing: float = 0.1) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """(top, bottom, columns) blocks of a page in reading order.
+
+    Usually one block with ``columns(ink)``. When those find one column but a gutter is blank on
+    all but a few rows (a title or a full-width line over two columns: at most ``max_crossing`` of
+    the inked rows cross it), the lines that cross it become full-width blocks and the rows
+    between them are split into columns each on their own.
+    """
+    h, w = ink.shape
+    cols = columns(ink)
+    inked_rows = int(ink.any(axis=1).sum())
+    if len(cols) != 1 or inked_rows == 0:
+        return [(0, h, cols)] if cols else []
+    low = ink.sum(axis=0) <= max_crossing * inked_rows  # [W]: x crossed by few rows
+    left, right = cols[0]
+    gutters = [
+        (s, e)
+        for s, e in runs(low[left:right])
+        if e - s >= 0.03 * w and s >= 0.2 * w and (right - left) - e >= 0.2 * w
+    ]
+    if not gutters:
+        return [(0, h, cols)]
+    crossing = np.zeros(h, dtype=bool)
+    counts = ink.sum(axis=0)
+    for s, e in gutters:
+        # the gutter's emptiest x only: lines of a column may end or start inside its edges
+        g = counts[left + s : left + e]
+        core = np.flatnonzero(g <= g.min() + 0.005 * inked_rows) + left + s
+        crossing |= ink[:, core].any(axis=1)
+    # whole lines cross, not single rows: a page line band that runs across most of a gutter (a
+    # column's line that ends inside its edge does not)
+    spans = [
+        (t, b)
+        for t, b in line_bands(ink)
+        if crossing[t:b].any()
+        and any(ink[t:b, left + s : left + e].any(axis=0).mean() >= 0.6 for s, e in gutters)
+    ]
+    if not spans or sum(b - t for t, b in spans) > max_crossing * 2 * inked_rows:
+        return [(0, h, cols)]
+    out, y = [], 0
+    for t, b in spans + [(h, h)]:
+        if t > y:
+            sub = columns(ink[y:t])
+            if sub:
+                out.append((y, t, sub))
+        if b > t:
+            out.append((t, b, [(left, right)]))
+        y = max(y, b)
+    return out

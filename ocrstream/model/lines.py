@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from ocrstream.ink import INK_MARGIN
-from ocrstream.ink import columns as _columns
 from ocrstream.ink import line_bands as _lines
+from ocrstream.ink import regions as _regions
 from ocrstream.ink import runs as _runs
 
 STRIP_HEIGHT = 32
@@ -70,16 +70,26 @@ def find_text_lines(image: Image.Image) -> list[TextLine]:
     a = np.asarray(image.convert("L"), dtype=np.int16)  # [H, W]
     ink, _ = ink_mask(a)
     out: list[TextLine] = []
-    for ci, (left, right) in enumerate(_columns(ink)):
-        col = ink[:, left:right]
-        bands = _lines(col)
+    blocks = _regions(ink)
+    # per block and column: its line bands [top, bottom) in page rows, and each line's type size
+    # from the top of the ink to the baseline (descenders, which many short titles lack and most
+    # body lines have, would make a band look smaller or larger than its type)
+    found = []
+    for y0, y1, cols in blocks:
+        for left, right in cols:
+            col = ink[y0:y1, left:right]
+            bands = [(t + y0, b + y0) for t, b in _lines(col)]
+            found.append((left, right, bands, [_rise(ink[t:b, left:right]) for t, b in bands]))
+    every = [b - t for _, _, bands, _ in found for t, b in bands]
+    every_rise = [r for *_, rise in found for r in rise]
+    for ci, (left, right, bands, rise) in enumerate(found):
         if not bands:
             continue
-        typical = float(np.median([b - t for t, b in bands]))
-        # type size from the top of the ink to the baseline: descenders (which many short titles
-        # lack and most body lines have) would make a band look smaller or larger than its type
-        rise = [_rise(col[t:b]) for t, b in bands]
-        typical_rise = float(np.median(rise))
+        col = ink[:, left:right]
+        # a block of one or two lines (a title over two columns) is measured against the page
+        few = len(bands) < 3 and len(blocks) > 1
+        typical = float(np.median(every if few else [b - t for t, b in bands]))
+        typical_rise = float(np.median(every_rise if few else rise))
         prev_bot = None
         for (top, bot), r in zip(bands, rise, strict=True):
             runs = _runs(col[top:bot].any(axis=0))
