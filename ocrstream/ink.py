@@ -77,7 +77,8 @@ def regions(ink: np.ndarray, max_crossing: float = 0.1) -> list[tuple[int, int, 
     inked_rows = int(ink.any(axis=1).sum())
     if len(cols) != 1 or inked_rows == 0:
         return [(0, h, cols)] if cols else []
-    low = ink.sum(axis=0) <= max_crossing * inked_rows  # [W]: x crossed by few rows
+    counts = ink.sum(axis=0)  # [W]: inked rows at each x
+    low = counts <= max_crossing * inked_rows  # x crossed by few rows
     left, right = cols[0]
     gutters = [
         (s, e)
@@ -87,7 +88,6 @@ def regions(ink: np.ndarray, max_crossing: float = 0.1) -> list[tuple[int, int, 
     if not gutters:
         return [(0, h, cols)]
     crossing = np.zeros(h, dtype=bool)
-    counts = ink.sum(axis=0)
     for s, e in gutters:
         # the gutter's emptiest x only: lines of a column may end or start inside its edges
         g = counts[left + s : left + e]

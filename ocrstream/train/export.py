@@ -36,12 +36,9 @@ def export(ckpt: Path, out: Path = ASSET_DIR, dtype: torch.dtype = torch.float16
     """Write the snapshot and return its provenance (for eval.json and the model card)."""
     model, data = load_checkpoint_model(ckpt)
     if model.config.sam.strips:  # runtime settings (not weights) come from the recipe as it is now
-        from ocrstream.train.line_recipe import DECODING, LADDER
+        from ocrstream.train.line_recipe import apply_runtime_settings
 
-        model.config.default_mode = "lines"
-        model.config.compression_modes = LADDER
-        for k, v in DECODING.items():
-            setattr(model.config, k, v)
+        apply_runtime_settings(model.config)
     tokenizer = ckpt.parent / "tokenizer.json"
     if not tokenizer.exists():
         raise FileNotFoundError(f"{tokenizer} missing: a run keeps its tokenizer beside its checkpoints")

@@ -23,6 +23,15 @@ LADDER = ("lines", "lines-85", "lines-75", "lines-65", "lines-50", "lines-40")
 DECODING = {"line_decoding": "guided", "ctc_weight": 0.5, "ctc_confidence": 0.9}
 
 
+def apply_runtime_settings(cfg: DeepseekOCRConfig) -> None:
+    """The recipe's settings that are not weights (default mode, rungs, decoding): set when a run
+    starts and again at export, so a checkpoint ships with the recipe as it is now."""
+    cfg.default_mode = "lines"
+    cfg.compression_modes = LADDER
+    for k, v in DECODING.items():
+        setattr(cfg, k, v)
+
+
 def model_config(vocab_size: int, special: dict[str, int]) -> DeepseekOCRConfig:
     cfg = embedded_config(
         vocab_size=vocab_size,
@@ -60,10 +69,7 @@ def model_config(vocab_size: int, special: dict[str, int]) -> DeepseekOCRConfig:
     d.num_experts_per_tok = 2
     d.max_position_embeddings = 1024
     cfg.ctc_head = True
-    cfg.default_mode = "lines"
-    cfg.compression_modes = LADDER
-    for k, v in DECODING.items():
-        setattr(cfg, k, v)
+    apply_runtime_settings(cfg)
     cfg.name = "ocrstream-embedded"
     cfg.validate()
     return cfg

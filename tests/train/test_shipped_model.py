@@ -111,6 +111,8 @@ def test_a_title_across_two_columns_reads_in_column_order(ocr):
     whose full-width title crosses the gutter of its two columns, so no gutter was blank on every
     row and both columns' lines merged into one. The title becomes its own block, then each
     column is read top to bottom."""
+    import numpy as np
+
     from ocrstream.ink import regions
     from ocrstream.model.lines import ink_mask
     from ocrstream.raster import Limits, rasterize
@@ -119,8 +121,6 @@ def test_a_title_across_two_columns_reads_in_column_order(ocr):
     page = eval_pages("test", 3, seed=277472)[2]
     _, it = rasterize(page.pdf, Limits())
     img = next(iter(it)).image
-    import numpy as np
-
     blocks = regions(ink_mask(np.asarray(img.convert("L"), dtype=np.int16))[0])
     assert [len(cols) for _, _, cols in blocks] == [1, 2], blocks
     hyp = ocr.decode([ocr.encode(img, "lines")], prompt="free_ocr")[0].text
