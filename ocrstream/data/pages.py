@@ -113,7 +113,9 @@ class PageMaker:
                     continue
                 if kind == "heading":
                     hpt = pt * rng.uniform(1.2, 1.45)
-                    text = " ".join(words[: rng.randint(2, 5)]).strip(".,;:")
+                    # a heading fits its column (one overflowing into the next column's text
+                    # makes a page nobody could read back)
+                    text = wrap(words[: rng.randint(2, 5)], hpt, col_w)[0].strip(".,;:")
                     c.setFont(name, hpt)
                     c.drawString(x, y - hpt, text)
                     drawn.append(text)
