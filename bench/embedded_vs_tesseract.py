@@ -5,7 +5,8 @@ installed, never used for training or for choosing any threshold): Debian Refere
 Developer's Reference, the New Maintainers' Guide, the debmake guide, Debian Policy and the
 gnuplot manual. From each PDF, pages at fixed fractions of its length are taken (those whose
 text layer has fewer than 300 characters, such as figure-only pages, are skipped). Each page is
-rendered at 144 dpi by the pipeline's rasterizer; the reference is the page's PDF text layer.
+rendered at 144 dpi by the pipeline's rasterizer; the reference is the page's PDF text layer
+(with pdfium's hyphenation mark read as the hyphen and line break the page prints).
 
 Both engines read the same PNG on the same cores: ocrstream through ``OcrModel`` (page -> lines,
 the shipped decoding), Tesseract 5 (``tesseract PAGE - --psm 3 -l eng``, OMP_THREAD_LIMIT = the
@@ -81,6 +82,13 @@ def pick_pages(pdf_path: Path, per_doc: int) -> list[tuple[int, str]]:
     return out
 
 
+def reference_text(layer: str) -> str:
+    """What the page shows, from its text layer: pdfium writes U+FFFE (a noncharacter) where the
+    typesetter hyphenated a word at a line end; the page prints a hyphen and a line break there,
+    and both engines read it so."""
+    return layer.replace("\ufffe", "-\n")
+
+
 def render(pdf_path: Path, index: int):  # noqa: ANN201 - PIL image
     import pypdfium2 as pdfium
 
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 ours = ocr.decode([ocr.encode(img, mode)], prompt="free_ocr")[0].text
                 t_ours = time.perf_counter() - t0
                 tess, t_tess = tesseract(png, args.threads)
-                ref = normalize(layer)
+                ref = normalize(reference_text(layer))
                 rows.append(
                     {
                         "doc": package,

@@ -407,20 +407,18 @@ def moe_experts_modules_ref(
 ) -> torch.Tensor:
     """The same sum with each expert's own module (``ocrstream.model.moe_decoder``'s loop, op for op):
     assignments sorted by expert, each expert run on its tokens in the activation dtype, products
-    with the weights accumulated per token in fp32 in expert order, cast once."""
+    with the weights accumulated per token in fp32 in expert order, cast once.
+
+    One gather in and one scatter-add out for all experts (``index_add_`` adds in index order, so
+    each token still sums its experts in expert order): at decode sizes the per-expert small ops,
+    not the GEMMs, were most of the time."""
     out = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float32, device=x.device)
+    if x.shape[0] == 0:
+        return out.to(x.dtype)
     flat_idx = topk_ids.reshape(-1).long()
-    flat_w = topk_weights.reshape(-1)
-    token_of = torch.arange(x.shape[0], device=x.device).repeat_interleave(topk_ids.shape[1])
-    order = torch.argsort(flat_idx, stable=True)
+    order = torch.argsort(flat_idx, stable=True)  # by expert; tokens ascending within each
     counts = torch.bincount(flat_idx, minlength=len(experts)).tolist()
-    start = 0
-    for e, n in enumerate(counts):
-        if n == 0:
-            continue
-        sel = order[start : start + n]
-        start += n
-        toks = token_of[sel]
-        y = experts[e](x[toks])  # [n, H]
-        out.index_add_(0, toks, y.float() * flat_w[sel, None])
+    toks = order // topk_ids.shape[1]  # the token of each sorted assignment
+    ys = [experts[e](part) for e, part in enumerate(x[toks].split(counts)) if counts[e]]
+    out.index_add_(0, toks, torch.cat(ys).float() * topk_weights.reshape(-1)[order, None])
     return out.to(x.dtype)

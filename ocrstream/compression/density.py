@@ -1,8 +1,10 @@
 """Cheap text-density estimates: characters on a page, from its PDF text layer or its pixels.
 
 The image estimate runs on a downscaled grayscale copy (a few ms per page):
-1. ink = pixels darker than the page background by a margin (background = the 90th percentile);
-   the page is split into columns at vertical gaps blank on every row (``ocrstream.ink``);
+1. ink = pixels darker than the page background by a margin (background = the 90th percentile),
+   without drawn vertical rules (box frames, table cell rules: they would merge a box's lines
+   into one band); the page is split into columns at vertical gaps blank on every row
+   (``ocrstream.ink``);
 2. per column, the row profile (ink pixels per row) splits the page into text-line bands, after removing
    rows inked solidly along their span (table rules, underlines; ``ocrstream.ink``);
 3. inside each band, ink columns are joined across gaps narrower than the band height (letter and
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ocrstream.ink import INK_MARGIN, columns, line_bands, runs
+from ocrstream.ink import INK_MARGIN, columns, drop_vertical_rules, line_bands, runs
 
 MAX_SIDE = 1024  # downscale bigger renders first: line bands stay >= ~6 px for 10-pt text at 100 dpi
 CHAR_ASPECT = 0.55  # mean glyph advance / ink-band height (fitted, see module doc)
@@ -78,6 +80,7 @@ def estimate_from_image(image: Image.Image) -> DensityEstimate:
     bg = float(np.percentile(a, 90))
     ink = a < bg - INK_MARGIN  # [H, W] bool
     frac = float(ink.mean())
+    ink = drop_vertical_rules(ink)
     bands = line_bands(ink)
     if not bands:
         return DensityEstimate(0.0, 0, "image", frac)

@@ -13,6 +13,7 @@ import ast
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 import sysconfig
@@ -125,7 +126,7 @@ def build_corpus(out: Path, roots: Iterable[tuple[str, Path]] | None = None) -> 
     seen: set[str] = set()
     counts: dict[str, int] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")  # concurrent first uses each write their own
     with tmp.open("w") as f:
         for para in _chain(iter_license_paragraphs(), iter_docstring_paragraphs(roots)):
             key = para.text.lower()

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ocrstream.data.charset import CHARSET, DIGITS, EXTRA, LOWER, PUNCT, UPPER, normalize
+from ocrstream.data.code import shell_line, smarten
 from ocrstream.data.corpus import Paragraph
 from ocrstream.data.fonts import FontFace, coverage, load_font
 from ocrstream.data.render import seed_for
@@ -38,7 +39,7 @@ class LineSample:
     strip: Image.Image  # grayscale, STRIP_HEIGHT x w
     text: str  # normalised label (charset.normalize)
     font: str
-    kind: str  # "corpus" | "random"
+    kind: str  # "corpus" | "random" | "code"
     squeeze: float  # horizontal compression rung (1.0 = the base rung), before jitter
 
 
@@ -56,7 +57,16 @@ class LineGenerator:
         height: int = STRIP_HEIGHT,
         degrade: bool = True,
         max_width: int | None = None,
+        code_lines: Sequence[Paragraph] = (),
+        code_share: float = 0.0,
+        smart_quotes: float = 0.0,
+        inline_code: float = 0.0,
     ) -> None:
+        """``code_share`` of all lines are code (``code_lines`` or a made-up command line), set in
+        a monospace face; of the prose lines, ``smart_quotes`` get typographic quotes and
+        ``inline_code`` get one or two words replaced by a path, option or identifier in a
+        monospace face (as manuals print them). At 0 (the defaults) a line draws exactly the
+        random numbers it drew before these existed, so held-out splits stay the same lines."""
         if not paragraphs:
             raise ValueError(f"no paragraphs for split {split!r}")
         if not fonts:
@@ -71,6 +81,11 @@ class LineGenerator:
         self.height = height
         self.degrade = degrade
         self.max_width = max_width  # wider strips are drawn again (the encoder's widest strip)
+        self.code_lines = list(code_lines)
+        self.code_share = code_share
+        self.smart_quotes = smart_quotes
+        self.inline_code = inline_code
+        self.mono = [f for f in self.fonts if "Mono" in f.name]
 
     def line(self, index: int) -> LineSample:
         """Deterministic line ``index`` of this split."""
@@ -80,10 +95,25 @@ class LineGenerator:
         for _ in range(20):
             face = rng.choice(self.fonts)
             kind = "random" if rng.random() < self.random_share else "corpus"
-            text = self._text(rng, kind, coverage(face.path))
+            mono_words: set[int] = set()
+            # (a draw only when code lines are on: with them off, a split's lines stay the same)
+            if (
+                kind == "corpus"
+                and self.code_share > 0
+                and rng.random() < self.code_share / max(1e-9, 1.0 - self.random_share)
+            ):
+                kind = "code"
+                if self.mono and rng.random() < 0.8:
+                    face = rng.choice(self.mono)
+            if kind == "code":
+                text = self._code_text(rng, coverage(face.path))
+            else:
+                text = self._text(rng, kind, coverage(face.path))
+                if kind == "corpus" and (self.inline_code or self.smart_quotes):
+                    text, mono_words = self._typeset(rng, text, coverage(face.path))
             if normalize(text):
                 squeeze = rng.choices(self.squeezes, self.squeeze_weights)[0]
-                strip = self._render(rng, face, text, squeeze)
+                strip = self._render(rng, face, text, squeeze, mono_words)
                 if self.max_width is None or strip.width <= self.max_width:
                     return LineSample(strip, normalize(text), face.name, kind, squeeze)
         raise RuntimeError("could not draw a non-empty line")
@@ -120,6 +150,29 @@ class LineGenerator:
             text = f"{rng.choice(BULLETS)} {text}"
         return text
 
+    def _code_text(self, rng: random.Random, covered: frozenset[str]) -> str:
+        if self.code_lines and rng.random() < 0.5:
+            text = rng.choice(self.code_lines).text
+        else:
+            text = shell_line(self.paragraphs, rng)
+        return "".join(c for c in text if c in covered and c in CHARSET)
+
+    def _typeset(self, rng: random.Random, text: str, covered: frozenset[str]) -> tuple[str, set[int]]:
+        """A prose line as a manual prints it: typographic quotes, and code words (indices of the
+        words to set in a monospace face)."""
+        mono: set[int] = set()
+        if self.inline_code and self.mono and rng.random() < self.inline_code:
+            words = text.split(" ")
+            for _ in range(rng.randint(1, 2)):
+                i = rng.randrange(len(words))
+                token = shell_line(self.paragraphs, rng).lstrip("$# ").split(" ")
+                words[i] = "".join(c for c in rng.choice(token) if c in covered and c in CHARSET) or words[i]
+                mono.add(i)
+            text = " ".join(words)
+        if rng.random() < self.smart_quotes:
+            text = smarten(text)
+        return text, mono
+
     def _random_text(self, rng: random.Random, n: int) -> str:
         pools = (LOWER, UPPER, DIGITS, PUNCT, EXTRA)
         weights = (0.45, 0.17, 0.15, 0.17, 0.06)
@@ -146,11 +199,23 @@ class LineGenerator:
             out.append(alt if set(w) <= coverage(alt.path) else face)
         return out
 
-    def _render(self, rng: random.Random, face: FontFace, text: str, squeeze: float) -> Image.Image:
+    def _render(
+        self,
+        rng: random.Random,
+        face: FontFace,
+        text: str,
+        squeeze: float,
+        mono_words: set[int] = frozenset(),
+    ) -> Image.Image:
         px = rng.randint(*FONT_PX)
         font = load_font(face.path, px)
         words = text.split(" ")
         faces = self._faces_for(rng, face, words)
+        if mono_words:  # code words in one monospace face that has their glyphs
+            code_face = rng.choice(self.mono)
+            for i in mono_words:
+                if i < len(words) and set(words[i]) <= coverage(code_face.path):
+                    faces[i] = code_face
         fonts = [load_font(f.path, px) for f in faces]
         # extra space at one word gap (a header's "title ..... page", a table's next cell)
         wide_gap = rng.randrange(1, len(words)) if len(words) > 1 and rng.random() < WIDE_GAP else -1

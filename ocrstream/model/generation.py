@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .ctc import CtcPrefixScorer
+from .ctc import CtcLookahead, CtcPrefixScorer
 from .deepseek_ocr import DeepseekOCRForCausalLM
 from .moe_decoder import KVCache
 
@@ -52,7 +52,8 @@ class SamplingParams:
 class GenerationOutput:
     sequences: list[list[int]]  # generated ids per row, stop token excluded
     stopped: list[bool]  # True when the row ended on a stop id
-    scores: list[torch.Tensor] = field(default_factory=list)  # per step [B, V] processed logits (optional)
+    # per step [B, V] processed logits (optional); -inf for rows already finished (greedy)
+    scores: list[torch.Tensor] = field(default_factory=list)
 
 
 def ngram_banned_tokens(
@@ -129,6 +130,7 @@ def generate(
     ctc: CtcPrefixScorer | None = None,
     ctc_weight: float = 0.5,
     max_new: Sequence[int] | None = None,
+    draft: int = 0,
 ) -> GenerationOutput:
     """Generate for a batch of prompts.
 
@@ -136,7 +138,11 @@ def generate(
     embeddings for that row's placeholders (a tensor or list of per-image tensors) or None.
     ``ctc`` (CTC-guided decoding, greedy only): each step scores (1 - ctc_weight) * log p_decoder
     + ctc_weight * the CTC prefix score of every extension, and the stop token by the CTC score
-    of ending there. ``max_new``: a per-row cap below ``params.max_new_tokens``.
+    of ending there. ``max_new``: a per-row cap below ``params.max_new_tokens``. ``on_step(step,
+    ids)``: each row's id this step (the pad id for rows finished earlier, greedy).
+    ``draft`` > 0 (CTC-guided decoding without the n-gram rule, scores or ``on_step``): check up
+    to that many labels of the CTC reading per decoder pass (``_speculate``), the same tokens in
+    fewer passes.
     """
     p = params or SamplingParams()
     p.validate()
@@ -166,48 +172,73 @@ def generate(
             continue
         flat.extend([row] if isinstance(row, torch.Tensor) else list(row))
     b = ids.shape[0]
-    cache = KVCache(cfg.decoder.num_hidden_layers)
+    cache = KVCache(cfg.decoder.num_hidden_layers, reserve=p.max_new_tokens)
     out = model(ids, image_embeds=flat or None, attention_mask=mask, cache=cache, last_only=True)
     logits = out.logits[:, -1].float()
+    caps = list(max_new) if max_new is not None else [p.max_new_tokens] * b
+    if ctc is not None and draft > 0 and p.ngram is None and not return_scores and on_step is None:
+        caps = [min(c, p.max_new_tokens) for c in caps]
+        return _speculate(model, cache, logits, caps, ctc, ctc_weight, sorted(stop), draft)
     generated: list[list[int]] = [[] for _ in range(b)]
-    finished = [False] * b
     stopped = [False] * b
     scores: list[torch.Tensor] = []
-    caps = list(max_new) if max_new is not None else [p.max_new_tokens] * b
+    # The batch shrinks as rows finish (greedy only: a sampled step draws one number per row, so
+    # dropping rows would change the draws of the others). rows[j]: the input row batch row j
+    # decodes; done[j]: finished, fed padding until the next compaction drops it.
+    compact = p.temperature == 0
+    rows = list(range(b))
+    done = [False] * b
+    stop_ids = sorted(stop)
     for step in range(p.max_new_tokens):
-        for i in range(b):  # a row at its own cap ends there (not stopped: the budget ran out)
-            if not finished[i] and step >= caps[i]:
-                finished[i] = True
-        if all(finished):
+        for j, i in enumerate(rows):  # a row at its own cap ends there (not stopped: the budget ran out)
+            if not done[j] and step >= caps[i]:
+                done[j] = True
+        if all(done):
             break
+        if compact and any(done):
+            dst, src, n = compact_rows(done)
+            cache.keep(dst, src, n)
+            if ctc is not None:
+                ctc.keep(dst, src, n)
+            logits[dst] = logits[src]
+            logits = logits[:n]
+            for a, c in zip(dst, src, strict=True):
+                rows[a] = rows[c]
+            del rows[n:]
+            done = [False] * n
         if ctc is not None:
-            logits = _guided(logits, ctc, ctc_weight, sorted(stop))
+            logits = _guided(logits, ctc, ctc_weight, stop_ids)
         if p.ngram is not None:
-            apply_ngram_rule(logits, generated, p.ngram[0], p.ngram[1], p.ngram_whitelist)
+            apply_ngram_rule(logits, [generated[i] for i in rows], p.ngram[0], p.ngram[1], p.ngram_whitelist)
         if return_scores:
-            scores.append(logits.clone())
+            full = logits.new_full((b, logits.shape[1]), float("-inf"))
+            full[rows] = logits
+            scores.append(full)
         nxt = choose_tokens(logits, p.temperature, p.top_p, generator).tolist()
-        chosen: list[int | None] = [None] * b
-        for i, tok in enumerate(nxt):
-            if finished[i]:
+        chosen: list[int | None] = [None] * len(rows)
+        for j, tok in enumerate(nxt):
+            if done[j]:
                 continue
             if tok in stop:
-                finished[i] = stopped[i] = True
+                done[j] = stopped[rows[j]] = True
             else:
-                generated[i].append(tok)
-                chosen[i] = tok
+                generated[rows[j]].append(tok)
+                chosen[j] = tok
         if ctc is not None:
             ctc.advance(chosen)
         if on_step is not None:
-            on_step(step, nxt)
-        if all(finished) or step == p.max_new_tokens - 1:
+            picked = [cfg.decoder.pad_token_id] * b
+            for i, tok in zip(rows, nxt, strict=True):
+                picked[i] = tok
+            on_step(step, picked)
+        if all(done) or step == p.max_new_tokens - 1:
             break
         feed = torch.tensor(
-            [[cfg.decoder.pad_token_id if finished[i] else nxt[i]] for i in range(b)],
+            [[cfg.decoder.pad_token_id if d else tok] for d, tok in zip(done, nxt, strict=True)],
             dtype=torch.long,
             device=dev,
         )
-        active = torch.tensor([[not f] for f in finished], dtype=torch.bool, device=dev)
+        active = torch.tensor([[not d] for d in done], dtype=torch.bool, device=dev)
         # Embed directly: a generated id equal to <image> is a plain token here, not a placeholder.
         emb = model.model.embed_tokens(feed)
         out = model(feed, inputs_embeds=emb, attention_mask=active, cache=cache, last_only=True)
@@ -215,10 +246,119 @@ def generate(
     return GenerationOutput(sequences=generated, stopped=stopped, scores=scores)
 
 
+def _speculate(
+    model: DeepseekOCRForCausalLM,
+    cache: KVCache,
+    logits: torch.Tensor,
+    caps: list[int],
+    ctc: CtcPrefixScorer,
+    weight: float,
+    stop: list[int],
+    draft: int,
+) -> GenerationOutput:
+    """CTC-guided greedy decoding after the prompt (``cache``, next-token ``logits`` [B, V]),
+    checking the CTC reading ``draft`` labels at a time (speculative decoding, CTC the drafter).
+
+    A pass feeds each row its pending token and the next labels of its CTC reading; the logits at
+    each fed position give the guided choice after it, and a row goes on choosing along the pass
+    while its choice is the label fed next. So a pass yields 1 to draft + 1 tokens per row, the
+    tokens one step at a time would choose (up to float rounding: a pass multiplies more rows at
+    once); a row's positions past its first disagreement are masked out of the cache.
+    """
+    pad = model.config.decoder.pad_token_id
+    dev = model.device
+    b = logits.shape[0]
+    generated: list[list[int]] = [[] for _ in range(b)]
+    stopped = [False] * b
+    rows = list(range(b))  # rows[j]: the input row batch row j decodes
+    done = [cap <= 0 for cap in caps]
+    pending = [pad] * b  # each row's last choice, not yet fed
+    # labels to guess per row: a row whose guesses fail (the CTC reading and the guided choice
+    # part ways: a squeezed strip, random characters) guesses fewer, so that its passes cost
+    # little more than plain steps; one that keeps agreeing guesses more again
+    ahead = [draft] * b
+    # the first token: a plain guided step on the prompt's logits
+    first = _guided(logits, ctc, weight, stop).argmax(-1).tolist()
+    chosen: list[int | None] = [None] * b
+    for i, tok in enumerate(first):
+        if done[i]:
+            continue
+        if tok in stop:
+            done[i] = stopped[i] = True
+            continue
+        generated[i].append(tok)
+        done[i] = len(generated[i]) >= caps[i]
+        pending[i] = tok
+        chosen[i] = None if done[i] else tok
+    ctc.advance(chosen)
+    while not all(done):
+        dst, src, n = compact_rows(done)
+        cache.keep(dst, src, n)
+        ctc.keep(dst, src, n)
+        for a, c in zip(dst, src, strict=True):
+            rows[a], pending[a], ahead[a] = rows[c], pending[c], ahead[c]
+        del rows[n:], pending[n:], ahead[n:]
+        # each row's guess, as long as its cap leaves room to choose after it
+        guesses = [
+            g[: min(k, caps[i] - len(generated[i]) - 1)]
+            for g, k, i in zip(ctc.draft(draft), ahead, rows, strict=True)
+        ]
+        if sum(map(len, guesses)) < n:  # too few guesses to pay for a wider pass: a plain step
+            guesses = [[] for _ in guesses]
+        width = 1 + max(len(g) for g in guesses)
+        fed = [[tok, *g] + [pad] * (width - 1 - len(g)) for tok, g in zip(pending, guesses, strict=True)]
+        feed = torch.tensor(fed, dtype=torch.long, device=dev)
+        valid = torch.tensor([[k <= len(g) for k in range(width)] for g in guesses], device=dev)
+        # embed directly: a generated id equal to <image> is a plain token here, not a placeholder
+        out = model(feed, inputs_embeds=model.model.embed_tokens(feed), attention_mask=valid, cache=cache)
+        look = ctc.lookahead(guesses)  # the prefix at each fed position, row after row
+        best = _guided(out.logits[valid].float(), look, weight, stop).argmax(-1).tolist()
+        choice = [best[s : s + len(g) + 1] for s, g in zip(look.start, guesses, strict=True)]
+        at = [0] * n  # the position each row's accepted tokens end at
+        done = [False] * n
+        chosen = [None] * n
+        for j, i in enumerate(rows):
+            k = 0
+            while True:
+                tok = choice[j][k]
+                if tok in stop:
+                    done[j] = stopped[i] = True
+                    break
+                generated[i].append(tok)
+                if len(generated[i]) >= caps[i]:
+                    done[j] = True
+                    break
+                if k < len(guesses[j]) and tok == guesses[j][k]:
+                    k += 1  # the token fed next: its logits are the next position's
+                    continue
+                chosen[j] = pending[j] = tok
+                break
+            at[j] = k
+            if guesses[j]:  # (a row without a guess this pass has not failed one)
+                ahead[j] = min(draft, 2 * k + 1)
+        cache.valid[:, -width:] &= (
+            torch.arange(width, device=dev)[None, :] <= torch.tensor(at, device=dev)[:, None]
+        )
+        ctc.commit(look, at, chosen)
+    return GenerationOutput(sequences=generated, stopped=stopped)
+
+
+def compact_rows(done: Sequence[bool]) -> tuple[list[int], list[int], int]:
+    """(dst, src, n) that compact a batch to its n running rows: moving rows ``src`` (running, at
+    n or past it) into rows ``dst`` (done, below n) leaves the running rows in 0..n-1. Only the
+    few moved rows are copied, not every survivor."""
+    n = len(done) - sum(done)
+    dst = [j for j in range(n) if done[j]]
+    src = [j for j in range(n, len(done)) if not done[j]]
+    return dst, src, n
+
+
 GUIDE_TOP_K = 8  # decoder candidates rescored by CTC per step (ESPnet's partial scoring)
 
 
-def _guided(logits: torch.Tensor, ctc: CtcPrefixScorer, weight: float, stop: list[int]) -> torch.Tensor:
+def _guided(
+    logits: torch.Tensor, ctc: CtcPrefixScorer | CtcLookahead, weight: float, stop: list[int]
+) -> torch.Tensor:
     """Decoder logits [B, V] -> joint CTC/attention scores [B, V] (see ``generate``): the decoder's
     top-k candidates get (1 - w) log p_dec + w CTC prefix score, the stop tokens the CTC score of
     ending here, everything else -inf."""

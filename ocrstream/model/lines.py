@@ -4,10 +4,14 @@ One geometry for training and serving: the trainer cuts its synthetic lines with
 exactly as a page's lines are cut here.
 
 1. ``find_text_lines``: columns and, per column, text-line bands from the ink analysis of
-   ``ocrstream.ink``, in reading order (columns left to right, lines top to
-   bottom). Each line keeps its column's typical band: a line of x-height letters ("aown run")
-   is scaled like its neighbours, not blown up; a line much taller than the typical one is a
-   heading and is scaled by its own band.
+   ``ocrstream.ink`` (drawn vertical rules taken out first, so a boxed listing or a ruled table
+   does not become one band), in reading order (columns left to right, lines top to bottom). A
+   band, or a run of close bands, much taller than a text line whose pieces side by side hold
+   lines at different heights (a table row whose cells wrap to different line counts) is read
+   piece by piece, each top to bottom, as a PDF text layer reads a table row. Each line keeps its
+   column's typical band: a line of x-height letters ("aown run") is scaled like its neighbours,
+   not blown up; a line much taller than the typical one is a heading and is scaled by its own
+   band.
 2. ``line_strip``: the line's box grown to the band, padded by ``PAD`` of the band, scaled to
    ``height`` px (the band then fills about 24 of 32 px, a glyph about 12 px wide) and optionally
    squeezed horizontally (the compression ladder: fewer vision tokens per character).
@@ -23,13 +27,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ocrstream.ink import INK_MARGIN
+from ocrstream.ink import INK_MARGIN, ROW_GAP, drop_vertical_rules, split_band
 from ocrstream.ink import line_bands as _lines
 from ocrstream.ink import regions as _regions
 from ocrstream.ink import runs as _runs
 
 STRIP_HEIGHT = 32
 PAD = 0.15  # of the band height, above and below the ink (and before/after it)
+SPLIT_SCALE_PCT = 25  # percentile of a column's bands: the text line tall bands are measured against
 HEADING_BAND = 1.3  # type size (top to baseline) / the column's typical above which a line is a heading
 
 
@@ -68,46 +73,106 @@ def ink_mask(gray: np.ndarray) -> tuple[np.ndarray, float]:
 def find_text_lines(image: Image.Image) -> list[TextLine]:
     """Text lines in reading order ([] for a blank page)."""
     a = np.asarray(image.convert("L"), dtype=np.int16)  # [H, W]
-    ink, _ = ink_mask(a)
-    out: list[TextLine] = []
+    ink = drop_vertical_rules(ink_mask(a)[0])
     blocks = _regions(ink)
-    # per block and column: its line bands [top, bottom) in page rows, and each line's type size
-    # from the top of the ink to the baseline (descenders, which many short titles lack and most
-    # body lines have, would make a band look smaller or larger than its type)
-    found = []
-    for y0, y1, cols in blocks:
-        for left, right in cols:
-            col = ink[y0:y1, left:right]
-            bands = [(t + y0, b + y0) for t, b in _lines(col)]
-            found.append((left, right, bands, [_rise(ink[t:b, left:right]) for t, b in bands]))
-    every = [b - t for _, _, bands, _ in found for t, b in bands]
-    every_rise = [r for *_, rise in found for r in rise]
-    for ci, (left, right, bands, rise) in enumerate(found):
-        if not bands:
-            continue
-        col = ink[:, left:right]
-        # a block of one or two lines (a title over two columns) is measured against the page
-        few = len(bands) < 3 and len(blocks) > 1
-        typical = float(np.median(every if few else [b - t for t, b in bands]))
-        typical_rise = float(np.median(every_rise if few else rise))
-        prev_bot = None
-        for (top, bot), r in zip(bands, rise, strict=True):
-            runs = _runs(col[top:bot].any(axis=0))
+    # per block and column: its line bands [top, bottom) in page rows
+    cols = []
+    for y0, y1, cs in blocks:
+        for left, right in cs:
+            cols.append((left, right, [(t + y0, b + y0) for t, b in _lines(ink[y0:y1, left:right])]))
+    few = len(blocks) > 1
+    # bands much taller than a text line may be table rows whose cells hold lines at different
+    # heights: split them. A text line is first a column's lower-quartile band, not its median
+    # (where such rows are half the bands, the median is a row); once some split, the median of
+    # the lines, split with again until the lines stop changing
+    current = [[(left, right, t, b) for t, b in bands] for left, right, bands in cols]
+    line = _typical([[b - t for *_, t, b in col] for col in current], few, SPLIT_SCALE_PCT)
+    for _ in range(3):
+        found = [_column_lines(ink, c, scale) for c, scale in zip(cols, line, strict=True)]
+        again = [[(ln.left, ln.right, ln.top, ln.bot) for ln in lines] for lines in found]
+        if again == current:
+            break
+        current = again
+        line = _typical([[b - t for *_, t, b in col] for col in current], few)
+    typical = _typical([[ln.bot - ln.top for ln in lines] for lines in found], few)
+    # each line's type size from the top of the ink to the baseline (descenders, which many short
+    # titles lack and most body lines have, would make a band look smaller or larger than its type)
+    rises = [[_rise(ink[ln.top : ln.bot, ln.left : ln.right]) for ln in lines] for lines in found]
+    typical_rise = _typical(rises, few)
+    out: list[TextLine] = []
+    for ci, lines in enumerate(found):
+        for ln, r in zip(lines, rises[ci], strict=True):
+            runs = _runs(ink[ln.top : ln.bot, ln.left : ln.right].any(axis=0))
             if not runs:
                 continue
-            own = bot - top
-            gap = 0.0 if prev_bot is None else (top - prev_bot) / max(1.0, typical)
-            prev_bot = bot
+            gap = 0.0 if ln.above is None else (ln.top - ln.above) / max(1.0, typical[ci])
             out.append(
                 TextLine(
-                    box=(left + runs[0][0], top, left + runs[-1][1], bot),
-                    band=max(float(own), typical),
+                    box=(ln.left + runs[0][0], ln.top, ln.left + runs[-1][1], ln.bot),
+                    band=max(float(ln.bot - ln.top), typical[ci]),
                     column=ci,
-                    heading=r > HEADING_BAND * typical_rise,
+                    heading=r > HEADING_BAND * typical_rise[ci],
                     gap_before=gap,
                 )
             )
     return out
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A line's page area before measuring: its column (or table cell) piece and its band."""
+
+    left: int
+    right: int
+    top: int
+    bot: int
+    above: int | None  # bottom of the line above it in its column (its cell's, in a split band)
+
+
+def _column_lines(ink: np.ndarray, col: tuple[int, int, list[tuple[int, int]]], line: float) -> list[_Line]:
+    """A column's lines in reading order: its bands, where lines sit at different heights side by
+    side (a table row's cells) the pieces of the band, or of a run of bands closer than
+    ``ROW_GAP``, from ``ink.split_band``: each piece's lines top to bottom before the next piece's.
+
+    A run, not only a band: two cells' lines at different heights need not overlap in rows (a line
+    without descenders above one without ascenders leaves a blank row or two), and each band of
+    the row alone would then read in the wrong order (the right cell's first line first).
+    """
+    left, right, bands = col
+    out: list[_Line] = []
+    prev = None
+    for run in _close_runs(bands, ROW_GAP * line):
+        areas = [(t, b, split_band(ink[t:b, left:right], line)) for t, b in run]
+        if len(run) > 1:
+            top, bot = run[0][0], run[-1][1]
+            pieces = split_band(ink[top:bot, left:right], line)
+            areas = [(top, bot, pieces)] if len(pieces) > 1 else areas
+        for top, bot, pieces in areas:
+            for x0, x1, sub in pieces:
+                above = prev  # a cell's first line: blank above it down from the row's line above
+                for t, b in sub:
+                    out.append(_Line(left + x0, left + x1, top + t, top + b, above))
+                    above = top + b
+            prev = bot
+    return out
+
+
+def _close_runs(bands: list[tuple[int, int]], gap: float) -> list[list[tuple[int, int]]]:
+    """Consecutive bands grouped while the blank between them is less than ``gap`` rows."""
+    out: list[list[tuple[int, int]]] = []
+    for t, b in bands:
+        if out and t - out[-1][-1][1] < gap:
+            out[-1].append((t, b))
+        else:
+            out.append([(t, b)])
+    return out
+
+
+def _typical(values: list[list[int]], few: bool, pct: float = 50) -> list[float]:
+    """Per column, the median (or ``pct`` percentile) of its values; a column of one or two lines
+    in a page of several blocks (a title over two columns) takes the page's."""
+    every = [v for vs in values for v in vs]
+    return [float(np.percentile(every if few and len(vs) < 3 else vs, pct)) if vs else 0.0 for vs in values]
 
 
 def _rise(band: np.ndarray) -> int:

@@ -14,6 +14,8 @@ same rows run one at a time. ``KVCache`` keeps preallocated per-layer keys/value
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,16 +58,19 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class KVCache:
-    """Per-layer keys/values [B, kv_heads, capacity, hd] plus the key-validity mask [B, capacity].
+    """Per-layer keys/values [B, kv_heads, capacity, hd] plus the key-validity mask [B, L].
 
     All rows share one length (batches are left-padded); ``valid`` marks the real tokens.
+    ``reserve``: room for that many more positions past the first update (the decode steps to
+    come), so that decoding does not grow and copy the buffers on the way.
     """
 
-    def __init__(self, n_layers: int) -> None:
+    def __init__(self, n_layers: int, reserve: int = 0) -> None:
         self.k: list[torch.Tensor | None] = [None] * n_layers
         self.v: list[torch.Tensor | None] = [None] * n_layers
         self.valid: torch.Tensor | None = None
         self.length = 0
+        self.reserve = reserve
 
     def append_mask(self, valid: torch.Tensor) -> torch.Tensor:
         """Register validity [B, T] for the new tokens; returns the mask over all keys [B, L]."""
@@ -77,7 +82,7 @@ class KVCache:
         end = start + k.shape[2]
         buf_k = self.k[layer]
         if buf_k is None or buf_k.shape[2] < end:
-            cap = max(end, 2 * (buf_k.shape[2] if buf_k is not None else 0), 64)
+            cap = max(end + self.reserve, 2 * (buf_k.shape[2] if buf_k is not None else 0), 64)
             new_k = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
             new_v = v.new_empty(v.shape[0], v.shape[1], cap, v.shape[3])
             if buf_k is not None:
@@ -90,6 +95,21 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.length += n
+
+    def keep(self, dst: list[int], src: list[int], n: int) -> None:
+        """Compact the batch to its first ``n`` rows after moving rows ``src`` into rows ``dst``
+        (``generation.compact_rows``): only the moved rows are copied, in place."""
+        if dst:
+            d = torch.tensor(dst, device=self.valid.device)
+            s = torch.tensor(src, device=self.valid.device)
+            for bufs in (self.k, self.v):
+                for buf in bufs:
+                    if buf is not None:
+                        buf[d, :, : self.length] = buf[s, :, : self.length]
+            self.valid[d] = self.valid[s]
+        self.k = [None if buf is None else buf[:n] for buf in self.k]
+        self.v = [None if buf is None else buf[:n] for buf in self.v]
+        self.valid = self.valid[:n]
 
 
 def build_attn_mask(q_len: int, key_valid: torch.Tensor) -> torch.Tensor:
@@ -104,6 +124,22 @@ def build_attn_mask(q_len: int, key_valid: torch.Tensor) -> torch.Tensor:
     mask = causal[None] & key_valid[:, None, :]
     mask = mask | (k_pos == q_pos)[None]
     return mask[:, None]
+
+
+def on_tokens(
+    x: torch.Tensor, tokens: torch.Tensor | None, *fns: Callable[[torch.Tensor], torch.Tensor]
+) -> list[torch.Tensor]:
+    """Each of ``fns`` on the tokens of x [B, T, H] at flat indices ``tokens`` only (None: every
+    token), zeros at the others (padding, which no real token attends to)."""
+    if tokens is None:
+        return [fn(x) for fn in fns]
+    picked = x.reshape(-1, x.shape[-1])[tokens]
+    out = []
+    for fn in fns:
+        y = fn(picked)
+        full = y.new_zeros(x.shape[0] * x.shape[1], y.shape[-1]).index_copy_(0, tokens, y)
+        out.append(full.view(*x.shape[:-1], y.shape[-1]))
+    return out
 
 
 class DeepseekV2Attention(nn.Module):
@@ -127,11 +163,13 @@ class DeepseekV2Attention(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor,
         cache: KVCache | None,
+        tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # [B, nh, T, hd]
-        k = self.k_proj(x).view(b, t, self.num_kv, self.head_dim).transpose(1, 2)  # [B, nkv, T, hd]
-        v = self.v_proj(x).view(b, t, self.num_kv, self.head_dim).transpose(1, 2)
+        q, k, v = on_tokens(x, tokens, self.q_proj, self.k_proj, self.v_proj)
+        q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # [B, nh, T, hd]
+        k = k.view(b, t, self.num_kv, self.head_dim).transpose(1, 2)  # [B, nkv, T, hd]
+        v = v.view(b, t, self.num_kv, self.head_dim).transpose(1, 2)
         q, k = dispatch.apply_rotary(q, k, cos, sin)  # = apply_rotary on each (kernels/rotary.py)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [B, nkv, L, hd]
@@ -139,7 +177,7 @@ class DeepseekV2Attention(nn.Module):
             rep = self.num_heads // self.num_kv
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(hd)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return on_tokens(out.transpose(1, 2).reshape(b, t, -1), tokens, self.o_proj)[0]
 
 
 class DeepseekV2MLP(nn.Module):
@@ -238,9 +276,12 @@ class DeepseekV2DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache):  # noqa: ANN001 - hot path
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        return h + self.mlp(self.post_attention_layernorm(h))
+    def forward(self, x, cos, sin, mask, cache, tokens=None):  # noqa: ANN001 - hot path
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, tokens)
+        return h + on_tokens(h, tokens, self._mlp)[0]
+
+    def _mlp(self, h: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.post_attention_layernorm(h))
 
 
 class DeepseekV2Model(nn.Module):
@@ -282,14 +323,23 @@ class DeepseekV2Model(nn.Module):
         key_valid = cache.append_mask(valid) if cache is not None else valid
         # additive float mask: the same attention as the boolean one, and CPU SDPA runs it ~3x
         # faster (measured at decode shapes, bench-free: batch 64, one query, 200 keys)
-        allowed = build_attn_mask(t, key_valid)
+        if t == 1:  # a decode step: the new query sees every valid key and itself (no causal part)
+            allowed = key_valid[:, None, None].clone()
+            allowed[..., -1] = True
+        else:
+            allowed = build_attn_mask(t, key_valid)
         mask = torch.zeros(allowed.shape, dtype=inputs_embeds.dtype, device=dev).masked_fill_(
             ~allowed, float("-inf")
         )
         cos, sin = rotary_cos_sin(position_ids, self.dcfg.head_dim, self.dcfg.rope_theta, inputs_embeds.dtype)
+        # inference on a left-padded batch (a page's strips run to ~40% padding): the per-token
+        # work skips the padding (training keeps every token, as its MoE balance loss counts them)
+        tokens = None
+        if t > 1 and not self.training and not bool(valid.all()):
+            tokens = valid.reshape(-1).nonzero().squeeze(1)
         x = inputs_embeds
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, cache)
+            x = layer(x, cos, sin, mask, cache, tokens)
         if cache is not None:
             cache.advance(t)
         return self.norm(x)

@@ -402,6 +402,12 @@ class OcrModel:
         self, strips: Sequence[Image.Image], mode: str = "lines", max_new_tokens: int = 512
     ) -> list[str]:
         """Texts of already cut line strips (``ocrstream.model.lines.line_strip`` images), in order."""
+        seqs = self.read_strips(self.line_views(strips), max_new_tokens, mode)
+        return [self.tokenizer.decode(s, skip_special_tokens=True) for s in seqs]
+
+    @torch.no_grad()
+    def line_views(self, strips: Sequence[Image.Image]) -> list[torch.Tensor]:
+        """Each strip's prompt embeddings [n + 2, hidden] (what ``read_strips`` reads), in order."""
         sam = self.config.sam
         padded = [pad_strip(s.convert("L"), sam.width_multiple, sam.max_width) for s in strips]
         views: list[torch.Tensor | None] = [None] * len(padded)
@@ -414,8 +420,7 @@ class OcrModel:
                 pixels = strips_to_tensor([padded[i] for i in chunk], width).to(self.device, self.model.dtype)
                 for i, t in zip(chunk, self.model.encode_strips(pixels).projected, strict=True):
                     views[i] = self.model.layout_strip(t)
-        seqs = self.read_strips([v for v in views if v is not None], max_new_tokens, mode)
-        return [self.tokenizer.decode(s, skip_special_tokens=True) for s in seqs]
+        return [v for v in views if v is not None]
 
     @torch.no_grad()
     def read_strips(
@@ -437,6 +442,9 @@ class OcrModel:
         return out
 
     DECODE_BATCH = 64  # strips decoded together
+    # guided decoding checks this many labels of the CTC reading per decoder pass (the same
+    # tokens as one per pass, in fewer passes: ``generation._speculate``)
+    GUIDED_DRAFT = 8
 
     def _read_strip_batch(self, views: list[torch.Tensor], max_new_tokens: int, mode: str) -> list[list[int]]:
         if not views:
@@ -507,6 +515,7 @@ class OcrModel:
             ctc=scorer,
             ctc_weight=cfg.ctc_weight,
             max_new=caps,
+            draft=self.GUIDED_DRAFT if method == "guided" else 0,
         )
         return out.sequences
 

@@ -50,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--threads", type=int, default=None)
     tr.add_argument("--lr", type=float, default=None)
     tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--init", default=None, help="start from these weights (snapshot folder or .pt)")
+    tr.add_argument(
+        "--stage", default="base", choices=["base", "docs"], help="recipe stage (line_recipe.STAGES)"
+    )
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
 
@@ -111,10 +115,11 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ocrstream.train.line_recipe import STAGES
     from ocrstream.train.line_trainer import LineTrainConfig, LineTrainer
 
-    tc = LineTrainConfig(run=args.run, max_minutes=args.minutes)
-    for k in ("steps", "batch", "threads", "lr", "seed"):
+    tc = LineTrainConfig(run=args.run, max_minutes=args.minutes, **STAGES[args.stage])
+    for k in ("steps", "batch", "threads", "lr", "seed", "init"):
         v = getattr(args, k)
         if v is not None:
             setattr(tc, k, v)

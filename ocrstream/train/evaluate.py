@@ -9,7 +9,10 @@ Splits (all deterministic, all text from corpus splits never trained on):
   reading with no language prior, reported beside the text lines;
 * ``pages``: synthetic A4 PDFs (``ocrstream.data.pages``) in the training TrueType faces,
   rasterised by the pipeline's rasterizer and read through the page -> lines path;
-* ``pages_font``: such pages in the held-out face.
+* ``pages_font``: such pages in the held-out face;
+* ``pages_docs``: synthetic technical-manual pages (``ocrstream.data.doc_pages``): inline code in
+  a monospace face, typographic quotes, framed code listings, ruled tables with wrapped cells,
+  footnotes in smaller type; test-split prose and code.
 
 CER = summed edit distance / summed reference length after ``charset.normalize`` (NFKC,
 whitespace runs as one space). Compression is reported as characters per vision token (the
@@ -59,6 +62,17 @@ def eval_pages(split: str, n: int, heldout_font: bool = False, seed: int = SEED)
 
     fonts = heldout_fonts() if heldout_font else train_fonts()
     maker = PageMaker(load_corpus()[split], fonts, f"eval-{split}{'-font' if heldout_font else ''}", seed)
+    return [maker.page(i) for i in range(n)]
+
+
+def eval_doc_pages(split: str, n: int, seed: int = SEED):  # noqa: ANN201
+    from ocrstream.data.code import load_code_lines
+    from ocrstream.data.corpus import load_corpus
+    from ocrstream.data.doc_pages import DocPageMaker
+    from ocrstream.data.fonts import train_fonts
+
+    code = load_code_lines().get(split, [])
+    maker = DocPageMaker(load_corpus()[split], code, train_fonts(), f"eval-{split}", seed)
     return [maker.page(i) for i in range(n)]
 
 
@@ -126,6 +140,7 @@ def evaluate_model(ocr, n_lines: int = 256, n_pages: int = 12, seed: int = SEED)
         "pages_font": score_pages(
             ocr, eval_pages("test", max(1, n_pages // 2), heldout_font=True, seed=seed)
         ),
+        "pages_docs": score_pages(ocr, eval_doc_pages("test", n_pages, seed=seed)),
     }
 
 

@@ -20,6 +20,22 @@ SQUEEZES = ((1.0, 0.7), (0.75, 0.15), (0.5, 0.15))
 LADDER = ("lines", "lines-85", "lines-75", "lines-65", "lines-50", "lines-40")
 # How the shipped model reads a strip (runtime settings, applied at export): chosen on validation
 # lines with bench/line_decoding.py, never on real documents.
+# Training stages (LineTrainConfig overrides). "base" learns to read from random weights: prose
+# and random characters. "docs" continues from base's weights with what technical documents print
+# and the base data lacks: typographic quotes, code words inline, code lines in monospace faces.
+STAGES = {
+    "base": {},
+    "docs": {
+        "steps": 600,
+        "warmup": 100,
+        "lr": 5e-4,
+        "random_share": 0.3,
+        "code_share": 0.2,
+        "smart_quotes": 0.5,
+        "inline_code": 0.25,
+        "eval_every": 250,
+    },
+}
 DECODING = {"line_decoding": "guided", "ctc_weight": 0.5, "ctc_confidence": 0.9}
 
 

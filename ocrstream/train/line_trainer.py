@@ -18,6 +18,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import signal
 import threading
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ocrstream.data.code import load_code_lines
 from ocrstream.data.corpus import corpus_fingerprint, load_corpus
 from ocrstream.data.fonts import heldout_fonts, train_fonts
 from ocrstream.data.lines import LineGenerator
@@ -65,6 +67,10 @@ class LineTrainConfig:
     ar_share: float = 0.5  # rows of each batch that also train the decoder (CTC trains on all)
     corrupt_rate: float = 0.1
     random_share: float = 0.5  # random-character lines
+    code_share: float = 0.0  # code lines (stdlib source, command lines, paths) in monospace faces
+    smart_quotes: float = 0.0  # prose lines with typographic quotes
+    inline_code: float = 0.0  # prose lines with a word or two of code in a monospace face
+    init: str = ""  # start from these weights (a snapshot folder or a run's .pt), not from random
     eval_every: int = 250  # greedy-CTC CER on the held-out lines
     ar_eval_every: int = 1000  # also autoregressive decoding (slower: one decoder pass per character)
     eval_lines: int = 96
@@ -107,13 +113,23 @@ def make_optimizer(model: torch.nn.Module, tc: LineTrainConfig) -> torch.optim.O
 
 
 def eval_sets(
-    tok, seed: int, n: int, width_multiple: int, max_width: int = MAX_WIDTH
+    tok, seed: int, n: int, width_multiple: int, max_width: int = MAX_WIDTH, tc: LineTrainConfig | None = None
 ) -> dict[str, list[LineBatch]]:  # noqa: ANN001
     """Fixed held-out lines: val-split text in the training faces, test-split text in the held-out
-    face; base rung (and the squeezed rungs for the curve); degraded like training lines."""
+    face; base rung (and the squeezed rungs for the curve); degraded like training lines. A stage
+    with code lines or typographic quotes has them in its val lines too (val-split code files),
+    so the best checkpoint is chosen on the text the stage trains on."""
     corpus = load_corpus()
+    mix = {}
+    if tc is not None and (tc.code_share or tc.smart_quotes or tc.inline_code):
+        mix = {
+            "code_lines": load_code_lines().get("val", []),
+            "code_share": tc.code_share,
+            "smart_quotes": tc.smart_quotes,
+            "inline_code": tc.inline_code,
+        }
     sets = {
-        "val": LineGenerator(corpus["val"], train_fonts(), "val", seed, max_width=max_width),
+        "val": LineGenerator(corpus["val"], train_fonts(), "val", seed, max_width=max_width, **mix),
         "font": LineGenerator(corpus["test"], heldout_fonts(), "font", seed, max_width=max_width),
     }
     out = {}
@@ -133,6 +149,8 @@ class LineTrainer:
         torch.set_num_threads(tc.threads)
         torch.manual_seed(tc.seed)
         tok_path = self.dir / "tokenizer.json"
+        if not tok_path.exists() and tc.init and (Path(tc.init) / "tokenizer.json").exists():
+            shutil.copyfile(Path(tc.init) / "tokenizer.json", tok_path)  # the ids the weights were trained on
         if not tok_path.exists():
             build_char_tokenizer().save(str(tok_path))
         self.tok = load_tokenizer(tok_path)
@@ -151,12 +169,18 @@ class LineTrainer:
             tc.random_share,
             SQUEEZES,
             max_width=self.max_width,
+            code_lines=load_code_lines().get("train", []) if tc.code_share else (),
+            code_share=tc.code_share,
+            smart_quotes=tc.smart_quotes,
+            inline_code=tc.inline_code,
         )
         self.corpus_id = corpus_fingerprint()
         self.pool: tuple[int, list[LineBatch]] = (-1, [])
+        if tc.init and not (self.dir / "ckpt.pt").exists():
+            self._init_from(Path(tc.init))
         self._resume()
         self.val = eval_sets(
-            self.tok, tc.seed, tc.eval_lines, self.model.config.sam.width_multiple, self.max_width
+            self.tok, tc.seed, tc.eval_lines, self.model.config.sam.width_multiple, self.max_width, tc
         )
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -171,6 +195,18 @@ class LineTrainer:
         self.rng.setstate(data["rng"])
         torch.set_rng_state(data["torch_rng"])
         log.info("resumed %s at step %d (%.2f CPU h)", ck, self.state.step, self.state.cpu_seconds / 3600)
+
+    def _init_from(self, src: Path) -> None:
+        """A second stage starts from an earlier stage's weights: a snapshot folder (what export
+        writes) or a run's checkpoint. Same architecture and vocabulary, or it fails loudly."""
+        if src.is_dir():
+            from ocrstream.model.weights import load_snapshot
+
+            state = load_snapshot(src, dtype=torch.float32).state_dict()
+        else:
+            state = torch.load(src, map_location="cpu", weights_only=False)["model"]
+        self.model.load_state_dict(state, strict=True)
+        log.info("initialised from %s", src)
 
     def save(self, name: str = "ckpt.pt") -> Path:
         path = self.dir / name

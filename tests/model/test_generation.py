@@ -180,3 +180,72 @@ def test_position_limit(tiny_model):
         SamplingParams(max_new_tokens=50, ngram=None, stop_ids=(10**6,)),
     )
     assert len(out.sequences[0]) == 3
+
+
+def ctc_readings(cfg, rng: random.Random, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, CTC log-probs [B, T, V] that read a random label sequence (blank = the pad id),
+    sharply on some rows and blurred on others (where the guided choice leaves the reading), and
+    the rows' frame counts."""
+    d = cfg.decoder
+    special = {d.pad_token_id, d.eos_token_id, d.bos_token_id, cfg.image_token_id}
+    labels = [i for i in range(3, d.vocab_size - 4) if i not in special]
+    frames = []
+    for _ in range(n):
+        path = []
+        for lab in rng.choices(labels, k=rng.randrange(1, 14)):
+            path += [d.pad_token_id] * rng.randrange(0, 3) + [lab] * rng.randrange(1, 3)
+        frames.append((path + [d.pad_token_id] * rng.randrange(1, 3), rng.choice((9.0, 9.0, 2.5))))
+    t = max(len(p) for p, _ in frames)
+    logits = torch.randn(n, t, d.vocab_size, generator=g)
+    for i, (path, sharp) in enumerate(frames):
+        logits[i, torch.arange(len(path)), torch.tensor(path)] += sharp
+    return logits.log_softmax(-1), torch.tensor([len(p) for p, _ in frames])
+
+
+def test_guided_speculation_equals_steps_and_single_rows(tiny_model, seed):
+    """CTC-guided decoding, batched with compaction and checking the CTC reading several labels
+    per pass, chooses what the plain loop chooses for each row alone, token for token."""
+    from ocrstream.model.ctc import CtcPrefixScorer
+
+    rng = random.Random(seed)
+    g = torch.Generator().manual_seed(seed)
+    cfg = tiny_model.config
+    blank, eos = cfg.decoder.pad_token_id, cfg.decoder.eos_token_id
+    n = 7
+    rows = [prompt(tiny_model, rng.randrange(0, 8), rng) for _ in range(n)]
+    log_probs, lengths = ctc_readings(cfg, rng, n, g)
+    caps = [rng.choice((0, 2, 25, 25)) for _ in range(n)]
+    params = SamplingParams(max_new_tokens=max(caps), ngram=None, stop_ids=(eos,))
+    passes = []
+    forward = tiny_model.forward
+
+    def run(idx: list[int], draft: int):
+        calls = [0]
+
+        def counted(*a, **k):
+            calls[0] += 1
+            return forward(*a, **k)
+
+        tiny_model.forward = counted
+        try:
+            out = generate(
+                tiny_model,
+                [rows[i][0] for i in idx],
+                [rows[i][1] for i in idx],
+                params,
+                ctc=CtcPrefixScorer(log_probs[idx], blank, lengths[idx]),
+                max_new=[caps[i] for i in idx],
+                draft=draft,
+            )
+        finally:
+            del tiny_model.forward
+        passes.append(calls[0])
+        return out.sequences, out.stopped
+
+    alone = [run([i], 0) for i in range(n)]
+    want = ([s[0][0] for s in alone], [s[1][0] for s in alone])
+    assert [run([i], 8) for i in range(n)] == alone
+    assert sum(passes[n:]) < sum(passes[:n])  # the reading was checked several labels a pass
+    assert run(list(range(n)), 0) == want
+    for draft in (1, 3, 8):
+        assert run(list(range(n)), draft) == want, draft

@@ -73,6 +73,40 @@ def test_moe_empty_expert_and_all_on_one(seed):
         torch.testing.assert_close(moe(x), naive_moe(moe, x), atol=1e-5, rtol=1e-4)
 
 
+def test_experts_in_one_gather_equal_the_per_expert_loop(seed):
+    """The routed experts' sum (one gather in, one scatter-add out) equals, bit for bit, the
+    loop that runs and adds each expert's tokens in turn, and passes the same gradients."""
+    from ocrstream.kernels.moe_experts import moe_experts_modules_ref
+
+    def per_expert(x, experts, ids, w):
+        out = torch.zeros(x.shape, dtype=torch.float32)
+        token_of = torch.arange(x.shape[0]).repeat_interleave(ids.shape[1])
+        for e in range(len(experts)):
+            sel = (ids.reshape(-1) == e).nonzero().squeeze(1)  # token order, as a stable sort
+            if len(sel):
+                toks = token_of[sel]
+                out.index_add_(0, toks, experts[e](x[toks]).float() * w.reshape(-1)[sel, None])
+        return out.to(x.dtype)
+
+    moe = DeepseekV2MoE(small_cfg()).eval()
+    for n in (0, 1, 5, 40, 300):
+        x = torch.randn(n, 32, requires_grad=True)
+        ids = (
+            torch.stack([torch.randperm(7)[:3] for _ in range(n)])
+            if n
+            else torch.zeros(0, 3, dtype=torch.long)
+        )
+        w = torch.rand(n, 3)
+        got, want = moe_experts_modules_ref(x, moe.experts, ids, w), per_expert(x, moe.experts, ids, w)
+        assert torch.equal(got, want)
+        if n >= 40:  # every expert has tokens
+            params = [x, moe.experts[0].up_proj.weight]
+            for a, b in zip(
+                torch.autograd.grad(got.sum(), params), torch.autograd.grad(want.sum(), params), strict=True
+            ):
+                torch.testing.assert_close(a, b)
+
+
 def test_moe_aux_loss_only_in_training(seed):
     moe = DeepseekV2MoE(small_cfg())
     moe.train()

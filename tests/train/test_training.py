@@ -148,6 +148,38 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == 4
 
 
+def test_stage_starts_from_the_earlier_stage_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("OCRSTREAM_TRAIN_DIR", str(tmp_path))
+    torch.set_num_threads(1)
+    small = {"batch": 2, "pool": 1, "warmup": 1, "eval_every": 1000, "eval_lines": 4, "threads": 1}
+    first = LineTrainer(LineTrainConfig(run="a", steps=1, **small), make_config=tiny_config)
+    first.run(progress=False)
+    second = LineTrainer(
+        LineTrainConfig(run="b", steps=1, init=str(tmp_path / "a" / "ckpt.pt"), code_share=0.2, **small),
+        make_config=tiny_config,
+    )
+    for (k, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), k
+    second.run(progress=False)
+    moved = any(
+        not torch.equal(a, b)
+        for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True)
+    )
+    assert moved
+    # resuming the second stage keeps its own checkpoint, not the init weights
+    again = LineTrainer(
+        LineTrainConfig(run="b", steps=1, init=str(tmp_path / "a" / "ckpt.pt"), code_share=0.2, **small),
+        make_config=tiny_config,
+    )
+    assert again.state.step == 1
+    for (k, a), (_, b) in zip(
+        second.model.state_dict().items(), again.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), k
+
+
 def test_export_round_trips_through_the_runtime(tmp_path, monkeypatch, corpus):
     from ocrstream.model.runtime import OcrModel
     from ocrstream.train.export import export
