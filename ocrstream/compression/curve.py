@@ -27,7 +27,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ocrstream.model.modes import Mode, get_mode
@@ -36,8 +36,15 @@ log = logging.getLogger(__name__)
 
 CURVE_FILE = "compression_curve.json"
 SCHEMA = 1
-# Compression-ratio bucket edges for measured points (open-ended last bucket).
-BUCKET_EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 30.0)
+# Compression-ratio bucket edges for measured points (open-ended last bucket); fine around one
+# character per vision token, where a line reader's rungs live and precision falls steeply.
+BUCKET_EDGES = (
+    0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 12.0, 15.0, 20.0, 30.0,
+)  # fmt: skip
+# A measured point stands on at least this many pages: a thinner bucket joins its neighbour (one
+# lucky page at a low ratio once made auto mode squeeze pages that then read at 0.74-0.91).
+MIN_POINT_PAGES = 3
 DEFAULT_CHARS_PER_TOKEN = 3.3  # project BPE tokenizer on English prose (small-model calibration note)
 
 
@@ -226,15 +233,22 @@ def paper_curve() -> CompressionCurve:
     )
 
 
-def bucket_points(samples: Iterable[tuple[float, float]]) -> list[CurvePoint]:
-    """(compression, precision) samples -> one mean point per BUCKET_EDGES bucket."""
+def bucket_points(samples: Iterable[tuple[float, float]], min_pages: int = 1) -> list[CurvePoint]:
+    """(compression, precision) samples -> one mean point per BUCKET_EDGES bucket; buckets are
+    joined left to right until each holds ``min_pages`` samples (a short last one joins the one
+    before it)."""
     groups: dict[int, list[tuple[float, float]]] = {}
     for c, p in samples:
         groups.setdefault(bisect.bisect_right(BUCKET_EDGES, c) - 1, []).append((c, p))
-    return [
-        CurvePoint(sum(c for c, _ in g) / len(g), sum(p for _, p in g) / len(g), len(g))
-        for _, g in sorted(groups.items())
-    ]
+    joined: list[list[tuple[float, float]]] = []
+    for _, g in sorted(groups.items()):
+        if joined and len(joined[-1]) < min_pages:
+            joined[-1].extend(g)
+        else:
+            joined.append(list(g))
+    if len(joined) > 1 and len(joined[-1]) < min_pages:
+        joined[-2].extend(joined.pop())
+    return [CurvePoint(sum(c for c, _ in g) / len(g), sum(p for _, p in g) / len(g), len(g)) for g in joined]
 
 
 def curve_for(model_dir: str | Path | None = None, config_name: str | None = None) -> CompressionCurve:
@@ -306,7 +320,12 @@ def measure(
 
 def curve_from_samples(samples: Sequence[PageSample], modes: Sequence[Mode], **meta) -> CompressionCurve:  # noqa: ANN003
     by_mode = {
-        m.name: ModeCurve(m, bucket_points((s.compression, s.precision) for s in samples if s.mode == m.name))
+        m.name: ModeCurve(
+            m,
+            bucket_points(
+                ((s.compression, s.precision) for s in samples if s.mode == m.name), MIN_POINT_PAGES
+            ),
+        )
         for m in modes
     }
     chars = sum(s.chars for s in samples)
@@ -359,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None, help=f"default: CHECKPOINT/{CURVE_FILE}")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--samples", type=Path, default=None, help="also write every page's sample (JSON)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -393,7 +413,12 @@ def main(argv: list[str] | None = None) -> int:
                 if strips
                 else "held-out test-split text, training fonts, levels 0-3 (ocrstream.data.render)"
             ),
-            "decode": f"greedy, free_ocr, max_new_tokens={args.max_new_tokens}",
+            "decode": (
+                f"line decoding {model.config.line_decoding!r}, free_ocr, max_new_tokens={args.max_new_tokens}"
+                if strips
+                else f"greedy, free_ocr, max_new_tokens={args.max_new_tokens}"
+            ),
+            "min_point_pages": MIN_POINT_PAGES,
             "git_commit": git_commit(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "measured": True,
@@ -402,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or folder / CURVE_FILE
     curve.save(out)
     log.info("wrote %s", out)
+    if args.samples:
+        args.samples.write_text(
+            json.dumps([{**asdict(x), "compression": x.compression} for x in samples]) + "\n"
+        )
     json.dump(
         {m: [(p.compression, p.precision, p.pages) for p in mc.points] for m, mc in curve.modes.items()},
         sys.stdout,

@@ -3,8 +3,9 @@
 The image estimate runs on a downscaled grayscale copy (a few ms per page):
 1. ink = pixels darker than the page background by a margin (background = the 90th percentile),
    without drawn vertical rules (box frames, table cell rules: they would merge a box's lines
-   into one band); the page is split into columns at vertical gaps blank on every row
-   (``ocrstream.ink``);
+   into one band); the page is split into blocks and columns (``ocrstream.ink.regions``: columns
+   at vertical gaps blank on every row, or blank but for a few full-width lines such as a title
+   over two columns, which become blocks of their own);
 2. per column, the row profile (ink pixels per row) splits the page into text-line bands, after removing
    rows inked solidly along their span (table rules, underlines; ``ocrstream.ink``);
 3. inside each band, ink columns are joined across gaps narrower than the band height (letter and
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ocrstream.ink import INK_MARGIN, columns, drop_vertical_rules, line_bands, runs
+from ocrstream.ink import INK_MARGIN, drop_vertical_rules, line_bands, regions, runs
 
 MAX_SIDE = 1024  # downscale bigger renders first: line bands stay >= ~6 px for 10-pt text at 100 dpi
 CHAR_ASPECT = 0.55  # mean glyph advance / ink-band height (fitted, see module doc)
@@ -85,9 +86,10 @@ def estimate_from_image(image: Image.Image) -> DensityEstimate:
     if not bands:
         return DensityEstimate(0.0, 0, "image", frac)
     chars, lines = 0.0, 0
-    for left, right in columns(ink):
-        c, n = _count(ink[:, left:right])
-        chars, lines = chars + c, lines + n
+    for top, bot, cols in regions(ink):
+        for left, right in cols:
+            c, n = _count(ink[top:bot, left:right])
+            chars, lines = chars + c, lines + n
     return DensityEstimate(chars, lines, "image", frac)  # extent / band height is scale-free
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -71,8 +72,27 @@ def test_bad_files_raise_with_reason(tmp_path):
 
 
 def test_bucket_points_means():
-    pts = bucket_points([(1.2, 1.0), (1.4, 0.5), (7.0, 0.2)])
-    assert [(round(p.compression, 3), p.precision, p.pages) for p in pts] == [(1.3, 0.75, 2), (7.0, 0.2, 1)]
+    pts = bucket_points([(1.22, 1.0), (1.3, 0.5), (7.0, 0.2)])
+    assert [(round(p.compression, 3), p.precision, p.pages) for p in pts] == [(1.26, 0.75, 2), (7.0, 0.2, 1)]
+
+
+def test_thin_buckets_join_a_neighbour():
+    """A point stands on min_pages samples: thin buckets join the next one, a thin last one the one
+    before, so one lucky page cannot make a rung look good at its ratio."""
+    rng = random.Random()
+    lucky = (rng.uniform(0.9, 0.99), 0.99)
+    dense = [(rng.uniform(1.21, 1.34), rng.uniform(0.6, 0.8)) for _ in range(rng.randint(3, 9))]
+    tail = (rng.uniform(1.5, 1.7), 0.5)
+    samples = [lucky, *dense, tail]
+    plain = bucket_points(samples)
+    assert [p.pages for p in plain] == [1, len(dense), 1]
+    pts = bucket_points(samples, min_pages=3)
+    assert len(pts) == 1 and pts[0].pages == len(samples)
+    assert pts[0].precision == pytest.approx(sum(p for _, p in samples) / len(samples))
+    assert pts[0].compression == pytest.approx(sum(c for c, _ in samples) / len(samples))
+    # enough pages on each side: nothing joins
+    two = [(0.95, 0.99)] * 3 + dense
+    assert [p.pages for p in bucket_points(two, min_pages=3)] == [3, len(dense)]
 
 
 def test_ladders():

@@ -22,13 +22,20 @@ from ocrstream.train.evaluate import eval_lines, eval_pages, score_lines, score_
 from ocrstream.train.export import ASSET_DIR
 
 TARGETS = {"lines": 0.02, "font": 0.05, "pages": 0.05}
-N_LINES = 96
+N_LINES = 192
 N_PAGES = 3
 
 
 def margin(measured: float) -> float:
-    """Room for sampling noise of a fresh draw of this size (errors cluster in hard lines)."""
-    return 0.01 + 0.35 * measured
+    """Room for sampling noise of a fresh draw of this size (errors cluster in a few hard lines).
+
+    Sized on 40 fresh draws of the v2 weights (3,840 lines per split): the 99.9th percentile of
+    bootstrapped 192-line draws was 2.87% CER for lines (recorded 1.17%), 1.70% for the unseen
+    face (recorded 0.53%, pooled 0.70%) and 7.4% for 96 random-character lines (recorded 5.59%);
+    these bounds are 2.96%, 2.00% and 9.6%. At 96 lines and 0.01 + 0.35x the suite failed about
+    one run in thirty on noise alone.
+    """
+    return 0.012 + 0.5 * measured
 
 
 def _eval() -> dict:
@@ -73,7 +80,7 @@ def test_target(fresh, split):
         pytest.xfail(
             f"{split}: shipped CER {recorded:.4f} > target {TARGETS[split]} (seed {seed}: {got:.4f})"
         )
-    assert got <= TARGETS[split] + margin(recorded) - 0.01, f"{split}: CER {got:.4f} (seed {seed})"
+    assert got <= TARGETS[split] + margin(recorded) - 0.012, f"{split}: CER {got:.4f} (seed {seed})"
 
 
 @pytest.mark.parametrize("split", ["lines", "font", "lines_random", "pages"])
