@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 
 export OMP_NUM_THREADS="$THREADS"
 "$PY" -m ocrstream export "$DIR/best.pt" | tee "$OUT/export.json"
-"$PY" -m ocrstream.compression.curve --threads "$THREADS" | tee "$OUT/curve.log"
+"$PY" -m ocrstream.compression.curve --threads "$THREADS" --samples "$OUT/curve_samples.json" | tee "$OUT/curve.log"
 "$PY" bench/auto_mode.py --threads "$THREADS" --out "$OUT/auto_mode.json" | tee "$OUT/auto_mode.log"
 "$PY" bench/forgetting.py --threads "$THREADS" --out "$OUT/forgetting.json" | tee "$OUT/forgetting.log"
 bash scripts/install_system.sh tesseract

@@ -374,7 +374,7 @@ def line_model_pages(n: int, seed: int = 11) -> list[tuple]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="measure and store a model's compression curve")
     ap.add_argument("--checkpoint", type=Path, default=None, help="snapshot folder (default: shipped model)")
-    ap.add_argument("--pages", type=int, default=24, help="pages per mode")
+    ap.add_argument("--pages", type=int, default=48, help="pages per mode")
     ap.add_argument("--max-new-tokens", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None, help=f"default: CHECKPOINT/{CURVE_FILE}")
     ap.add_argument("--threads", type=int, default=1)
