@@ -18,8 +18,6 @@ MAX_WIDTH = 2048  # px: about 170 characters at the base rung
 SQUEEZES = ((1.0, 0.7), (0.75, 0.15), (0.5, 0.15))
 # The rungs measured for the compression curve, most tokens first: the trained ones and between.
 LADDER = ("lines", "lines-85", "lines-75", "lines-65", "lines-50", "lines-40")
-# How the shipped model reads a strip (runtime settings, applied at export): chosen on validation
-# lines with bench/line_decoding.py, never on real documents.
 # Training stages (LineTrainConfig overrides). "base" learns to read from random weights: prose
 # and random characters. "docs" continues from base's weights with what technical documents print
 # and the base data lacks: typographic quotes, code words inline, code lines in monospace faces.
@@ -36,6 +34,8 @@ STAGES = {
         "eval_every": 250,
     },
 }
+# How the shipped model reads a strip (runtime settings, applied at export): chosen on validation
+# lines with bench/line_decoding.py, never on real documents.
 DECODING = {"line_decoding": "guided", "ctc_weight": 0.5, "ctc_confidence": 0.9}
 
 

@@ -113,17 +113,24 @@ def make_optimizer(model: torch.nn.Module, tc: LineTrainConfig) -> torch.optim.O
 
 
 def eval_sets(
-    tok, seed: int, n: int, width_multiple: int, max_width: int = MAX_WIDTH, tc: LineTrainConfig | None = None
+    tok,
+    seed: int,
+    n: int,
+    width_multiple: int,
+    max_width: int = MAX_WIDTH,
+    tc: LineTrainConfig | None = None,
+    code_lines: dict[str, list] | None = None,
 ) -> dict[str, list[LineBatch]]:  # noqa: ANN001
     """Fixed held-out lines: val-split text in the training faces, test-split text in the held-out
     face; base rung (and the squeezed rungs for the curve); degraded like training lines. A stage
     with code lines or typographic quotes has them in its val lines too (val-split code files),
-    so the best checkpoint is chosen on the text the stage trains on."""
+    so the best checkpoint is chosen on the text the stage trains on. ``code_lines``: the caller's
+    ``load_code_lines()`` (read here when not given)."""
     corpus = load_corpus()
     mix = {}
     if tc is not None and (tc.code_share or tc.smart_quotes or tc.inline_code):
         mix = {
-            "code_lines": load_code_lines().get("val", []),
+            "code_lines": (code_lines if code_lines is not None else load_code_lines()).get("val", []),
             "code_share": tc.code_share,
             "smart_quotes": tc.smart_quotes,
             "inline_code": tc.inline_code,
@@ -160,6 +167,8 @@ class LineTrainer:
         self.state = RunState()
         self.rng = random.Random(tc.seed)
         corpus = load_corpus()
+        # read once: the training lines' code and the val lines' (eval_sets)
+        code = load_code_lines() if (tc.code_share or tc.smart_quotes or tc.inline_code) else {}
         self.max_width = self.model.config.sam.max_width
         self.gen = LineGenerator(
             corpus["train"],
@@ -169,7 +178,7 @@ class LineTrainer:
             tc.random_share,
             SQUEEZES,
             max_width=self.max_width,
-            code_lines=load_code_lines().get("train", []) if tc.code_share else (),
+            code_lines=code.get("train", []),
             code_share=tc.code_share,
             smart_quotes=tc.smart_quotes,
             inline_code=tc.inline_code,
@@ -180,7 +189,7 @@ class LineTrainer:
             self._init_from(Path(tc.init))
         self._resume()
         self.val = eval_sets(
-            self.tok, tc.seed, tc.eval_lines, self.model.config.sam.width_multiple, self.max_width, tc
+            self.tok, tc.seed, tc.eval_lines, self.model.config.sam.width_multiple, self.max_width, tc, code
         )
 
     # ---- checkpoints -------------------------------------------------------------------------
