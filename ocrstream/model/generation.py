@@ -196,15 +196,9 @@ def generate(
         if all(done):
             break
         if compact and any(done):
-            dst, src, n = compact_rows(done)
-            cache.keep(dst, src, n)
-            if ctc is not None:
-                ctc.keep(dst, src, n)
+            dst, src, n = _compact(done, cache, ctc, rows)
             logits[dst] = logits[src]
             logits = logits[:n]
-            for a, c in zip(dst, src, strict=True):
-                rows[a] = rows[c]
-            del rows[n:]
             done = [False] * n
         if ctc is not None:
             logits = _guided(logits, ctc, ctc_weight, stop_ids)
@@ -292,12 +286,7 @@ def _speculate(
         chosen[i] = None if done[i] else tok
     ctc.advance(chosen)
     while not all(done):
-        dst, src, n = compact_rows(done)
-        cache.keep(dst, src, n)
-        ctc.keep(dst, src, n)
-        for a, c in zip(dst, src, strict=True):
-            rows[a], pending[a], ahead[a] = rows[c], pending[c], ahead[c]
-        del rows[n:], pending[n:], ahead[n:]
+        n = _compact(done, cache, ctc, rows, pending, ahead)[2]
         # each row's guess, as long as its cap leaves room to choose after it
         guesses = [
             g[: min(k, caps[i] - len(generated[i]) - 1)]
@@ -350,6 +339,22 @@ def compact_rows(done: Sequence[bool]) -> tuple[list[int], list[int], int]:
     n = len(done) - sum(done)
     dst = [j for j in range(n) if done[j]]
     src = [j for j in range(n, len(done)) if not done[j]]
+    return dst, src, n
+
+
+def _compact(
+    done: Sequence[bool], cache: KVCache, ctc: CtcPrefixScorer | None, *per_row: list
+) -> tuple[list[int], list[int], int]:
+    """Drop the finished rows (``compact_rows``) from the cache, the CTC scorer and each list of
+    per-row state, in place; returns (dst, src, n) for the caller's other per-row tensors."""
+    dst, src, n = compact_rows(done)
+    cache.keep(dst, src, n)
+    if ctc is not None:
+        ctc.keep(dst, src, n)
+    for xs in per_row:
+        for a, c in zip(dst, src, strict=True):
+            xs[a] = xs[c]
+        del xs[n:]
     return dst, src, n
 
 
