@@ -92,3 +92,15 @@ def tiny_snapshot(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("tiny-snapshot")
     save_tiny_snapshot(folder, seed)
     return folder, seed
+
+
+@pytest.fixture(scope="session")
+def writing_snapshot(tmp_path_factory: pytest.TempPathFactory):
+    """(folder, seed) of a fresh random tiny model that never picks end-of-text, so pages compared
+    across backends always hold text (see ``save_tiny_snapshot``)."""
+    from tests.serving.helpers import fresh_seed, save_tiny_snapshot
+
+    seed = fresh_seed()
+    folder = tmp_path_factory.mktemp("writing-snapshot")
+    save_tiny_snapshot(folder, seed, stops=False)
+    return folder, seed

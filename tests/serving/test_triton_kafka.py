@@ -27,9 +27,9 @@ def _pages(summary: dict) -> list[tuple]:
 
 
 def test_kafka_services_with_triton_decoder(
-    triton, tiny_snapshot, kafka_bootstrap, kafka_topic_prefix, tmp_path, monkeypatch
+    triton, writing_snapshot, kafka_bootstrap, kafka_topic_prefix, tmp_path, monkeypatch
 ):
-    folder, _ = tiny_snapshot
+    folder, _ = writing_snapshot
     names = write_repository(
         triton.model_repo, str(folder), 2, decoder="dec_kafka", shard_prefix="shard_kafka"
     )
@@ -59,6 +59,7 @@ def test_kafka_services_with_triton_decoder(
                 w.run_once(0.2)
         got = pipe.export(sub.job_id, tmp_path / "out-kafka")
         assert len(_pages(got)) == 2
+        assert all(p[1] for p in _pages(got))  # the model wrote something on every page
         assert _pages(got) == _pages(ref[0])
         stats = triton.client.get_inference_statistics("dec_kafka", as_json=True)["model_stats"][0]
         assert int(stats["inference_stats"]["success"]["count"]) >= 2  # the pages went through Triton
