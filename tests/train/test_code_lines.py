@@ -134,6 +134,7 @@ def test_doc_pages_are_deterministic_manual_pages(corpus, code):
         assert x.pdf == y.pdf and x.lines == y.lines, f"seed {seed} page {i}"
         assert len(x.lines) > 15, f"seed {seed} page {i}: {len(x.lines)} lines"
         assert all(t == t.strip() and t for t in x.lines)
-    texts = [ln for i in range(6) for ln in a.page(i).lines]
+    # 12 pages: curly quotes are about one line in 60, and 6 pages held none on 2 of the 1,000 seeds
+    texts = [ln for i in range(12) for ln in a.page(i).lines]
     assert any("/" in t for t in texts)  # paths and code made it onto the pages
     assert any(c in t for t in texts for c in "\u2019\u201d\u201c"), f"seed {seed}"
