@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ocrstream.data.corpus import Paragraph, split_of
 
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: the length bounds are checked after runs of spaces collapse
 MIN_LEN, MAX_LEN = 6, 110
 PER_FILE = 60  # lines kept per source file: many files, not a few long ones
 
@@ -48,12 +48,13 @@ def default_code_path() -> Path:
 
 
 def _clean(line: str) -> str | None:
-    t = line.strip()
+    # runs of spaces collapse first, so the length bounds hold for the line as stored
+    t = re.sub(r"\s{2,}", " ", line.strip())
     if not (MIN_LEN <= len(t) <= MAX_LEN) or not t.isascii() or not t.isprintable():
         return None
     if '"""' in t or "'''" in t:  # docstring fences: prose the corpus already has
         return None
-    return re.sub(r"\s{2,}", " ", t)
+    return t
 
 
 def iter_code_lines(root: Path | None = None) -> Iterator[Paragraph]:
