@@ -77,6 +77,12 @@ class LineTrainConfig:
     save_every: int = 50
     threads: int = 2
 
+    @property
+    def docs_mix(self) -> bool:
+        """The lines mix in what technical documents print: code lines, typographic quotes, code
+        words inline (these need the code lines)."""
+        return bool(self.code_share or self.smart_quotes or self.inline_code)
+
 
 @dataclass
 class RunState:
@@ -128,7 +134,7 @@ def eval_sets(
     ``load_code_lines()`` (read here when not given)."""
     corpus = load_corpus()
     mix = {}
-    if tc is not None and (tc.code_share or tc.smart_quotes or tc.inline_code):
+    if tc is not None and tc.docs_mix:
         mix = {
             "code_lines": (code_lines if code_lines is not None else load_code_lines()).get("val", []),
             "code_share": tc.code_share,
@@ -168,7 +174,7 @@ class LineTrainer:
         self.rng = random.Random(tc.seed)
         corpus = load_corpus()
         # read once: the training lines' code and the val lines' (eval_sets)
-        code = load_code_lines() if (tc.code_share or tc.smart_quotes or tc.inline_code) else {}
+        code = load_code_lines() if tc.docs_mix else {}
         self.max_width = self.model.config.sam.max_width
         self.gen = LineGenerator(
             corpus["train"],

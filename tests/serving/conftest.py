@@ -83,24 +83,23 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonHarness]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def tiny_snapshot(tmp_path_factory: pytest.TempPathFactory):
-    """(folder, seed) of a fresh random tiny model saved with the model helper's save function."""
+def _fresh_snapshot(tmp_path_factory: pytest.TempPathFactory, name: str, stops: bool = True):
     from tests.serving.helpers import fresh_seed, save_tiny_snapshot
 
     seed = fresh_seed()
-    folder = tmp_path_factory.mktemp("tiny-snapshot")
-    save_tiny_snapshot(folder, seed)
+    folder = tmp_path_factory.mktemp(name)
+    save_tiny_snapshot(folder, seed, stops=stops)
     return folder, seed
+
+
+@pytest.fixture(scope="session")
+def tiny_snapshot(tmp_path_factory: pytest.TempPathFactory):
+    """(folder, seed) of a fresh random tiny model saved with the model helper's save function."""
+    return _fresh_snapshot(tmp_path_factory, "tiny-snapshot")
 
 
 @pytest.fixture(scope="session")
 def writing_snapshot(tmp_path_factory: pytest.TempPathFactory):
     """(folder, seed) of a fresh random tiny model that never picks end-of-text, so pages compared
     across backends always hold text (see ``save_tiny_snapshot``)."""
-    from tests.serving.helpers import fresh_seed, save_tiny_snapshot
-
-    seed = fresh_seed()
-    folder = tmp_path_factory.mktemp("writing-snapshot")
-    save_tiny_snapshot(folder, seed, stops=False)
-    return folder, seed
+    return _fresh_snapshot(tmp_path_factory, "writing-snapshot", stops=False)

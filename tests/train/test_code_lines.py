@@ -57,19 +57,17 @@ def test_shell_lines_are_printable_commands_paths_or_references(corpus):
     assert len(set(lines)) > 250
 
 
+def _docs_mix(corpus, code, seed: int) -> LineGenerator:
+    """Train lines mixed like the docs stage's: code lines, typographic quotes, inline code."""
+    return LineGenerator(
+        corpus["train"], train_fonts(), "train", seed, random_share=0.3, code_lines=code["train"],
+        code_share=0.2, smart_quotes=0.5, inline_code=0.25,
+    )  # fmt: skip
+
+
 def test_docs_mix_draws_code_in_monospace(corpus, code):
     seed = random.randrange(1000)
-    gen = LineGenerator(
-        corpus["train"],
-        train_fonts(),
-        "train",
-        seed,
-        random_share=0.3,
-        code_lines=code["train"],
-        code_share=0.2,
-        smart_quotes=0.5,
-        inline_code=0.25,
-    )
+    gen = _docs_mix(corpus, code, seed)
     lines = [gen.line(i) for i in range(300)]
     kinds = [x.kind for x in lines]
     assert 0.1 < kinds.count("code") / len(kinds) < 0.3, f"seed {seed}"
@@ -79,10 +77,7 @@ def test_docs_mix_draws_code_in_monospace(corpus, code):
         assert x.strip.height == 32 and x.text
         assert set(x.text) <= coverage(font_by_name(x.font).path) | {" "} or x.kind == "corpus"
     # deterministic like every split
-    again = LineGenerator(
-        corpus["train"], train_fonts(), "train", seed, 0.3, code_lines=code["train"], code_share=0.2,
-        smart_quotes=0.5, inline_code=0.25,
-    )  # fmt: skip
+    again = _docs_mix(corpus, code, seed)
     for i in random.sample(range(300), 5):
         a, b = lines[i], again.line(i)
         assert a.text == b.text and np.array_equal(np.asarray(a.strip), np.asarray(b.strip))
@@ -97,10 +92,7 @@ def test_docs_mix_gives_smart_quotes_to_its_share_of_quoted_prose(corpus, code, 
 
     monkeypatch.setattr(LineGenerator, "_render", lambda self, rng, *a: Image.new("L", (32, 32)))
     seed = random.randrange(1_000_000)
-    gen = LineGenerator(
-        corpus["train"], train_fonts(), "train", seed, random_share=0.3, code_lines=code["train"],
-        code_share=0.2, smart_quotes=0.5, inline_code=0.25,
-    )  # fmt: skip
+    gen = _docs_mix(corpus, code, seed)
     quoted = curly = 0
     for i in range(20_000):
         x = gen.line(i)
